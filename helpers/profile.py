@@ -1,0 +1,87 @@
+"""Run profiles: every size knob a notebook uses comes from here.
+
+The profile is read from the environment variable ``COURSE_PROFILE``:
+
+* ``ci``  - tiny: each notebook runs in well under a minute on 2 CPU cores;
+* ``cpu`` - the default: a learner on a laptop finishes a notebook in minutes;
+* ``gpu`` - paper scale; chosen automatically when CUDA is available and
+  ``COURSE_PROFILE`` is not set.
+
+Notebooks never hard-code a size; they read ``profile.epochs`` and friends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+
+ENV_VAR = "COURSE_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    max_users: int | None  # keep this many users (a random subset); None = all
+    max_len: int  # history window fed to sequence models
+    epochs: int  # training epochs for neural models
+    batch_size: int  # training batch (sequences)
+    eval_batch_size: int  # users scored at once by `evaluate`
+    hidden: int  # embedding / hidden width
+    n_layers: int  # encoder layers
+    n_heads: int  # attention heads
+    dropout: float  # dropout in neural models
+    lr: float  # AdamW learning rate
+    patience: int  # early-stopping patience (epochs without improvement)
+    n_bootstrap: int  # bootstrap resamples for confidence intervals
+    datasets: tuple[str, ...]  # data sets a notebook runs its experiments on
+
+
+PROFILES: dict[str, Profile] = {
+    "ci": Profile(
+        name="ci", max_users=300, max_len=20, epochs=2, batch_size=128,
+        eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
+        lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
+    ),
+    "cpu": Profile(
+        name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
+        eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
+        lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
+    ),
+    "gpu": Profile(
+        name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,
+        eval_batch_size=2048, hidden=128, n_layers=2, n_heads=2, dropout=0.2,
+        lr=1e-3, patience=20, n_bootstrap=1000,
+        datasets=("ml-100k", "ml-1m", "beauty"),
+    ),
+}
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def profile_name() -> str:
+    """The active profile's name: ``$COURSE_PROFILE``, else ``gpu`` with CUDA, else ``cpu``."""
+    name = os.environ.get(ENV_VAR, "").strip().lower()
+    if not name:
+        return "gpu" if _cuda_available() else "cpu"
+    if name not in PROFILES:
+        raise ValueError(
+            f"{ENV_VAR}={name!r} is not a profile; choose one of {sorted(PROFILES)}"
+        )
+    return name
+
+
+def get_profile(name: str | None = None, **overrides) -> Profile:
+    """The named (or active) profile, with any field overridden by keyword.
+
+    >>> get_profile("ci", epochs=5).epochs
+    5
+    """
+    profile = PROFILES[name or profile_name()]
+    return dataclasses.replace(profile, **overrides) if overrides else profile
