@@ -1,0 +1,46 @@
+import dataclasses
+
+import pytest
+
+from helpers import profile
+from helpers.profile import PROFILES, get_profile
+
+
+def test_env_var_selects_profile(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    assert get_profile().name == "ci"
+    monkeypatch.setenv("COURSE_PROFILE", "GPU ")
+    assert get_profile().name == "gpu"
+
+
+def test_default_is_cpu_without_cuda_and_gpu_with_it(monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)
+    monkeypatch.setattr(profile, "_cuda_available", lambda: False)
+    assert get_profile().name == "cpu"
+    monkeypatch.setattr(profile, "_cuda_available", lambda: True)
+    assert get_profile().name == "gpu"
+
+
+def test_explicit_env_var_overrides_cuda(monkeypatch):
+    monkeypatch.setattr(profile, "_cuda_available", lambda: True)
+    monkeypatch.setenv("COURSE_PROFILE", "cpu")
+    assert get_profile().name == "cpu"
+
+
+def test_unknown_profile_lists_known_ones(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "laptop")
+    with pytest.raises(ValueError, match=r"'ci', 'cpu', 'gpu'"):
+        get_profile()
+
+
+def test_overrides_return_a_copy():
+    p = get_profile("ci", epochs=7)
+    assert p.epochs == 7 and PROFILES["ci"].epochs != 7
+
+
+def test_profiles_grow_from_ci_to_gpu():
+    ci, cpu, gpu = (PROFILES[n] for n in ("ci", "cpu", "gpu"))
+    for field in ("max_len", "epochs", "hidden"):
+        assert getattr(ci, field) < getattr(cpu, field) <= getattr(gpu, field), field
+    assert ci.max_users is not None and cpu.max_users is None
+    assert {f.name for f in dataclasses.fields(ci)} >= {"max_len", "epochs", "batch_size", "hidden"}
