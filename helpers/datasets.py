@@ -1,0 +1,290 @@
+"""Where the course's data sets come from, and a fetcher that only hands out verified files.
+
+``fetch(name)`` returns a folder ``root`` such that ``root / path`` exists for every
+``path`` in ``DATASETS[name].files`` and has the expected sha256. It looks, in order:
+
+1. in a local folder: the ``data_dir`` argument, else ``$COURSE_DATA_DIR``, laid out like
+   the reference copy (``ml-100k/u.data``, ``amazon/Beauty.txt``, ...). A file there whose
+   hash differs is an error, never silently replaced;
+2. in the download cache: ``$COURSE_CACHE_DIR``, else ``data/`` at the repository root;
+3. on the web, with ``pooch``: the download and the extraction happen in a temporary
+   folder inside the cache, every file is checked, and only then moved into place
+   (``os.replace``), so the cache never holds a partial or corrupt file.
+
+MovieLens forbids redistribution, so the project never commits the files: each user
+downloads them from GroupLens (or points ``COURSE_DATA_DIR`` at a copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pooch
+import requests
+
+DATA_ENV = "COURSE_DATA_DIR"
+CACHE_ENV = "COURSE_CACHE_DIR"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+_GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+_MOVIELENS_LICENCE = ("GroupLens research licence: research use with citation (Harper & Konstan, "
+                      "ACM TiiS 2015); no redistribution, no commercial use without permission")
+
+
+class DatasetError(Exception):
+    """Base class of every error raised while fetching a data set."""
+
+
+class UnknownDataset(DatasetError, ValueError):
+    """A name that is not in the registry."""
+
+
+class ChecksumError(DatasetError, ValueError):
+    """A file whose sha256 is not the expected one."""
+
+
+class UnsafeArchive(DatasetError, ValueError):
+    """A zip member that would land outside the extraction folder (zip-slip)."""
+
+
+class DatasetUnavailable(DatasetError, RuntimeError):
+    """No verified local copy, and the download failed."""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Everything needed to get one data set and check it."""
+
+    name: str  # registry key, e.g. "ml-100k"
+    description: str
+    urls: tuple[str, ...]  # tried in order; the first is the official source
+    files: dict[str, str | None]  # path relative to the data root -> sha256 (None: none published)
+    kind: str  # file format the loaders in helpers.data dispatch on
+    archive: str | None = None  # zip file name; None when the url is the file itself
+    archive_sha256: str | None = None  # sha256 of the zip, checked before extracting
+    licence: str = ""
+    homepage: str = ""
+
+    @property
+    def url(self) -> str:
+        return self.urls[0]
+
+
+def sequence_dataset(name: str, url: str, sha256: str | None, *, path: str | None = None,
+                     description: str = "", licence: str = "", homepage: str = "") -> DatasetSpec:
+    """A spec for one S3-Rec-format file (``user item item ...`` per line, oldest first).
+
+    ``path`` is where the file lives under the data root (default ``<name>/<file name>``).
+    Register the result with :func:`register` to make ``fetch`` and ``helpers.data`` know it.
+    """
+    path = path or f"{name}/{url.rsplit('/', 1)[-1]}"
+    return DatasetSpec(name, description or f"sequences from {url}", (url,), {path: sha256},
+                       kind="sequence", licence=licence, homepage=homepage)
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` to the registry (replacing one of the same name) and return it."""
+    DATASETS[spec.name] = spec
+    return spec
+
+
+register(DatasetSpec(
+    "ml-100k", "MovieLens 100K: 100,000 ratings (1-5) by 943 users on 1,682 movies, 1997-98",
+    (f"{_GROUPLENS}/ml-100k.zip",),
+    {"ml-100k/u.data": "06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490",
+     "ml-100k/u.item": "553841ebc7de3a0fd0d6b62a204ea30c1e651aacfb2814c7a6584ac52f2c5701",
+     "ml-100k/u.genre": "9757e0d3e6b298159a80dd48eaf938114690e911e39af97a76949ef1663610bb"},
+    kind="ml-100k", archive="ml-100k.zip",
+    # GroupLens publishes the md5 0e33842e24a9c977be4e0107933c0723 (ml-100k.zip.md5).
+    archive_sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+    licence=_MOVIELENS_LICENCE, homepage="https://grouplens.org/datasets/movielens/100k/"))
+
+register(DatasetSpec(
+    "ml-latest-small",
+    "MovieLens latest-small (2018 release): 100,836 ratings (0.5-5) and 3,683 tags "
+    "by 610 users on 9,742 movies",
+    (f"{_GROUPLENS}/ml-latest-small.zip",),
+    {"ml-latest-small/ratings.csv": "80da8b3393dae325bbba5a31f291a6ba55d8d4f4396de3c456f2c1635b1b70e8",
+     "ml-latest-small/movies.csv": "c47b783f23eb304413307e1bb05335e427737da20ec8d3c0e96335567dd5f3dc",
+     "ml-latest-small/tags.csv": "68eec00a0820c2faa8863a6df7032f13d5899a4462bce9a97213905297ff3d34"},
+    kind="ml-latest", archive="ml-latest-small.zip",
+    # the zip's sha256 as listed by TensorFlow Datasets (url_checksums/movielens.txt)
+    archive_sha256="696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436",
+    licence=_MOVIELENS_LICENCE, homepage="https://grouplens.org/datasets/movielens/latest/"))
+
+register(DatasetSpec(
+    "ml-1m", "MovieLens 1M: 1,000,209 ratings (1-5) by 6,040 users on 3,706 movies, 2000-03",
+    (f"{_GROUPLENS}/ml-1m.zip",),
+    # No copy in the reference folder, so these hashes are published ones, not re-computed here.
+    # ratings.dat: the same sha256 in several independent projects (24,594,131 bytes).
+    # movies.dat: the published sha256s disagree, so it is pinned only through the zip: a
+    # download is fully verified; a local copy of movies.dat is used with a warning.
+    {"ml-1m/ratings.dat": "506d64ca44484487c11dc2d9a28de5c54948213e6b96285e298afe28d6ea4e0f",
+     "ml-1m/movies.dat": None},
+    kind="ml-1m", archive="ml-1m.zip",
+    # GroupLens publishes the md5 c4d9eecfca2ab87c1945afe126590906 (ml-1m.zip.md5); this sha256
+    # is the one pinned by TensorFlow Model Garden and Keras-RS for the same zip.
+    archive_sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+    licence=_MOVIELENS_LICENCE, homepage="https://grouplens.org/datasets/movielens/1m/"))
+
+register(sequence_dataset(
+    "beauty", "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/Beauty.txt",
+    "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8", path="amazon/Beauty.txt",
+    description="Amazon Beauty 5-core as preprocessed by S3-Rec: 22,363 users, 12,101 items, "
+                "198,502 interactions in time order, no ratings, no item text",
+    licence="Amazon review data (McAuley et al., SIGIR 2015; He & McAuley, WWW 2016), research use; "
+            "preprocessed file from RUCAIBox/CIKM2020-S3Rec",
+    homepage="https://github.com/RUCAIBox/CIKM2020-S3Rec"))
+
+
+def get_spec(name: str) -> DatasetSpec:
+    """The registered spec for ``name``; an :class:`UnknownDataset` error lists the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise UnknownDataset(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_file(path: Path, expected: str | None) -> str:
+    """Hash ``path``; raise :class:`ChecksumError` (file, expected, actual) if it differs."""
+    actual = file_sha256(path)
+    if expected is not None and actual != expected:
+        raise ChecksumError(f"{path}: sha256 mismatch (expected {expected}, got {actual}); "
+                            "the file is truncated, modified or a different release")
+    return actual
+
+
+def cache_dir() -> Path:
+    """``$COURSE_CACHE_DIR``, else ``data/`` at the repository root."""
+    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / "data")
+
+
+def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """A folder holding ``name``'s files, each verified by sha256 (see the module docstring)."""
+    spec = get_spec(name)
+    local = [Path(d) for d in (data_dir, os.environ.get(DATA_ENV)) if d]
+    for root in local:
+        if all((root / rel).is_file() for rel in spec.files):
+            for rel, expected in spec.files.items():
+                check_file(root / rel, expected)
+                if expected is None:
+                    warnings.warn(f"{root / rel} is used unverified: no published sha256", stacklevel=2)
+            return root
+    cache = cache_dir()
+    if _cache_is_valid(spec, cache):
+        return cache
+    return _download(spec, cache, local)
+
+
+def _manifest(spec: DatasetSpec, cache: Path) -> Path:
+    """Where a download records the sha256 of every file it put into the cache."""
+    return cache / f".{spec.name}.sha256"
+
+
+def _cache_is_valid(spec: DatasetSpec, cache: Path) -> bool:
+    if not all((cache / rel).is_file() for rel in spec.files):
+        return False
+    recorded = {}
+    if _manifest(spec, cache).is_file():
+        for line in _manifest(spec, cache).read_text().splitlines():
+            digest, _, rel = line.partition("  ")
+            recorded[rel] = digest
+    for rel, expected in spec.files.items():
+        expected = expected or recorded.get(rel)
+        if expected is None or file_sha256(cache / rel) != expected:
+            warnings.warn(f"cached {cache / rel} is unverified or corrupt: downloading again",
+                          stacklevel=3)
+            return False
+    return True
+
+
+def download_file(url: str, dest: Path, known_hash: str | None) -> None:
+    """Download ``url`` to ``dest`` with pooch, which checks ``known_hash`` (sha256) when given."""
+    pooch.retrieve(url, known_hash=f"sha256:{known_hash}" if known_hash else None,
+                   fname=dest.name, path=dest.parent, progressbar=True)
+
+
+def _download(spec: DatasetSpec, cache: Path, local: list[Path]) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{spec.name}-", dir=cache))
+    try:
+        extracted = _download_and_extract(spec, tmp, local)
+        missing = [rel for rel in spec.files if not (extracted / rel).is_file()]
+        if missing:
+            raise DatasetError(f"the download of {spec.name!r} lacks {', '.join(missing)}")
+        digests = {rel: check_file(extracted / rel, expected) for rel, expected in spec.files.items()}
+        for src in sorted(p for p in extracted.rglob("*") if p.is_file()):
+            dst = cache / src.relative_to(extracted)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+        manifest = tmp / "manifest"
+        manifest.write_text("".join(f"{digest}  {rel}\n" for rel, digest in digests.items()))
+        os.replace(manifest, _manifest(spec, cache))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cache
+
+
+def _download_and_extract(spec: DatasetSpec, tmp: Path, local: list[Path]) -> Path:
+    """Download into ``tmp``; return the folder that holds the files under their relative paths."""
+    if spec.archive is None:
+        (rel,) = spec.files
+        target, known_hash = tmp / "files" / rel, spec.files[rel]
+    else:
+        target, known_hash = tmp / spec.archive, spec.archive_sha256
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for url in spec.urls:
+        try:
+            download_file(url, target, known_hash)
+            break
+        except (requests.RequestException, OSError) as e:
+            errors.append(f"{url}: {type(e).__name__}: {e}")
+            target.unlink(missing_ok=True)
+        except ValueError as e:
+            if "hash" not in str(e):
+                raise
+            raise ChecksumError(f"download of {spec.name} from {url} failed its checksum: {e}") from e
+    else:
+        looked = f" (not all files in {', '.join(map(str, local))})" if local else ""
+        raise DatasetUnavailable(
+            f"dataset {spec.name!r} is not available offline{looked} and could not be downloaded "
+            f"from {spec.url}. Download it by hand and set {DATA_ENV} to the folder holding "
+            f"{', '.join(spec.files)}. Errors: {'; '.join(errors)}")
+    check_file(target, known_hash)
+    if spec.archive is None:
+        return tmp / "files"
+    return _safe_extract(target, tmp / "files")
+
+
+def _safe_extract(archive: Path, dest: Path) -> Path:
+    """Extract a zip into ``dest``, refusing the whole archive if any member escapes ``dest``."""
+    dest = dest.resolve()
+    try:
+        with zipfile.ZipFile(archive) as z:
+            for member in z.namelist():
+                if not (dest / member).resolve().is_relative_to(dest):
+                    raise UnsafeArchive(f"{archive.name}: member {member!r} would be written "
+                                        f"outside {dest}; refusing to extract")
+            z.extractall(dest)
+    except zipfile.BadZipFile as e:
+        raise DatasetError(f"{archive.name} is not a valid zip file ({e})") from e
+    return dest
