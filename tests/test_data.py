@@ -1,7 +1,6 @@
 import dataclasses
 import hashlib
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -104,16 +103,6 @@ def test_movielens_latest_small_items_and_tags():
 def test_beauty_items_are_ids_only():
     items = data.load_items("beauty", SHARED)
     assert list(items.columns) == ["item_id"] and items["item_id"].tolist() == list(range(1, 12_102))
-
-
-@needs_shared
-@pytest.mark.parametrize("name", ["ml-100k", "beauty"])
-def test_loading_is_fast(name):
-    data.load_interactions(name, SHARED)  # warm the file system cache
-    start = time.perf_counter()
-    data.load_interactions(name, SHARED)
-    data.load_items(name, SHARED)
-    assert time.perf_counter() - start < 1.0
 
 
 # --- formats and bad input, on toy files ------------------------------------------------------
