@@ -67,6 +67,13 @@ def user_sequences(df: pd.DataFrame, column: str = "item_id") -> tuple[np.ndarra
     return users, np.split(df[column].to_numpy()[order], starts[1:])
 
 
+def check_chronological(df: pd.DataFrame) -> None:
+    """Raise if some user's rows are not in time order (a split would leak the future)."""
+    if (df.groupby("user_id", sort=False)["timestamp"].diff() < 0).any():
+        raise ValueError("rows are not in each user's time order; "
+                         "run helpers.preprocess.sort_chronologically (or prepare) first")
+
+
 def leave_one_out(df: pd.DataFrame, n_items: int | None = None) -> Split:
     """Last interaction of each user is the test target, the one before it validation.
 
@@ -74,6 +81,7 @@ def leave_one_out(df: pd.DataFrame, n_items: int | None = None) -> Split:
     test); shorter users are kept for training only. The test history includes the
     validation item, as in SASRec, BERT4Rec and S3-Rec.
     """
+    check_chronological(df)
     users, seqs = user_sequences(df)
     n_items = int(df["item_id"].max()) if n_items is None else n_items
     keep = np.array([len(s) >= 3 for s in seqs], dtype=bool)
@@ -97,6 +105,7 @@ def temporal_split(df: pd.DataFrame, valid_quantile: float = 0.8, test_quantile:
     """
     if not 0 < valid_quantile <= test_quantile < 1:
         raise ValueError("need 0 < valid_quantile <= test_quantile < 1")
+    check_chronological(df)
     n_items = int(df["item_id"].max()) if n_items is None else n_items
     t_valid, t_test = df["timestamp"].quantile([valid_quantile, test_quantile]).to_numpy()
     users, seqs = user_sequences(df)
@@ -114,6 +123,6 @@ def temporal_split(df: pd.DataFrame, valid_quantile: float = 0.8, test_quantile:
                 parts[name][0].append(u)
                 parts[name][1].append(s[: idx[0]])
                 parts[name][2].append(s[idx[0]])
-    valid, test = (EvalSet(np.array(p[0]), p[1], np.array(p[2], dtype=np.int64)) for p in parts.values())
-    return Split(n_items, train, np.array(train_users), valid, test,
+    valid, test = (EvalSet(np.array(p[0], dtype=np.int64), p[1], np.array(p[2], dtype=np.int64)) for p in parts.values())
+    return Split(n_items, train, np.array(train_users, dtype=np.int64), valid, test,
                  f"global temporal: valid from t={t_valid:.0f}, test from t={t_test:.0f}")

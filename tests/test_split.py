@@ -123,3 +123,10 @@ def test_no_leakage_on_movielens_100k():
                 assert target not in history and target not in train.get(user, [])
                 assert np.array_equal(history, full[user][: len(history)])
                 assert full[user][len(history)] == target
+
+
+def test_unsorted_rows_are_refused():
+    df = pd.DataFrame({"user_id": [1, 1, 1, 1], "item_id": [1, 2, 3, 4], "timestamp": [9, 0, 1, 2]})
+    for make in (leave_one_out, lambda d: temporal_split(d, 0.5, 0.8)):
+        with pytest.raises(ValueError, match="sort_chronologically"):
+            make(df)
