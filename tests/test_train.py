@@ -1,0 +1,204 @@
+"""The training loop: windows, batches, losses, schedule, early stopping, checkpoints."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers import train as train_module
+from helpers.ids import IGNORE, PAD
+from helpers.sasrec import SASRec, SASRecConfig
+from helpers.split import leave_one_out
+from helpers.train import (CausalBatches, TrainConfig, causal_windows, load_checkpoint,
+                           next_item_loss, plot_history, train)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and spinning threads crawl on a busy CI box."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def successor_split(n_users=60, n_items=20, length=8, seed=0):
+    """Users walk through items in order (i -> i + 1, wrapping), from random starts."""
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n_items, n_users)
+    items = (starts[:, None] + np.arange(length)[None, :]) % n_items + 1
+    df = pd.DataFrame({"user_id": np.repeat(np.arange(n_users), length), "item_id": items.ravel(),
+                       "timestamp": np.tile(np.arange(length), n_users)})
+    return leave_one_out(df, n_items)
+
+
+def tiny_sasrec(n_items=20, seed=0, **kw):
+    torch.manual_seed(seed)
+    return SASRec(SASRecConfig(n_items, max_len=8, hidden=16, n_layers=1, n_heads=2, **kw))
+
+
+# ---------------------------------------------------------------- windows and batches
+def test_causal_windows_by_hand():
+    inputs, labels = causal_windows([np.array([1, 2, 3, 4, 5]), np.array([7]), np.array([8, 9])], 3)
+    assert inputs.tolist() == [[2, 3, 4], [0, 0, 1], [0, 0, 8]]
+    assert labels.tolist() == [[3, 4, 5], [IGNORE, IGNORE, 2], [IGNORE, IGNORE, 9]]
+
+
+def test_every_target_once():
+    rng = np.random.default_rng(1)
+    seqs = [rng.integers(1, 50, n) for n in rng.integers(1, 30, 40)]
+    inputs, labels = causal_windows(seqs, 7)
+    keep = labels != IGNORE
+    got = sorted(zip(inputs[keep].tolist(), labels[keep].tolist()))
+    want = sorted((int(a), int(b)) for s in seqs for a, b in zip(s[:-1], s[1:]))
+    assert got == want
+    assert (inputs[~keep] == PAD).all()
+
+
+def test_batches_cover_each_window_once_and_trim_padding():
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(1, 50, n) for n in rng.integers(2, 30, 100)]
+    batches = CausalBatches(seqs, 10, batch_size=16, bucket=3)
+    seen = 0
+    for x, y in batches.epoch(torch.Generator().manual_seed(0)):
+        assert x.shape == y.shape and x.shape[0] <= 16
+        assert (y[:, 0] != IGNORE).any()  # no all-padding column is kept
+        seen += int((y != IGNORE).sum())
+    assert seen == sum(len(s) - 1 for s in seqs)
+    assert len(batches) == math.ceil(len(batches.inputs) / 16)
+    first = [x for x, _ in batches.epoch(torch.Generator().manual_seed(0))]
+    again = [x for x, _ in batches.epoch(torch.Generator().manual_seed(0))]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+
+# ---------------------------------------------------------------- losses
+def test_ce_loss_by_hand():
+    torch.manual_seed(0)
+    h, items = torch.randn(2, 3, 4), torch.randn(6, 4)
+    labels = torch.tensor([[IGNORE, 2, 5], [1, IGNORE, 3]])
+    logits = h @ items.T
+    logits[..., PAD] = float("-inf")
+    want = F.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=IGNORE)
+    assert torch.allclose(next_item_loss(h, labels, items, "ce"), want)
+
+
+def test_chunked_cross_entropy_matches_autograd():
+    torch.manual_seed(0)
+    h, items = torch.randn(10, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True)
+    y = torch.tensor([1, 2, 3, 4, 5, 6, 6, 1, 2, 3])
+    logits = h @ items.T
+    logits[:, PAD] = float("-inf")
+    want = F.cross_entropy(logits, y)
+    want_grads = torch.autograd.grad(2 * want, (h, items))
+    got = train_module.ChunkedCrossEntropy.apply(h, items, y, 3)  # 3 does not divide 10
+    got_grads = torch.autograd.grad(2 * got, (h, items))
+    assert torch.allclose(got, want)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got_grads, want_grads))
+
+
+def test_sampled_and_bce_losses_by_hand():
+    torch.manual_seed(0)
+    h, items = torch.randn(1, 3, 4), torch.randn(6, 4)
+    labels = torch.tensor([[2, IGNORE, 5]])
+    hk, y = h[0, [0, 2]], torch.tensor([2, 5])
+    torch.manual_seed(1)
+    neg = torch.randint(1, 6, (4,))
+    logits = torch.cat([(hk * items[y]).sum(1, keepdim=True), hk @ items[neg].T], 1)
+    logits[:, 1:][neg[None, :] == y[:, None]] = float("-inf")  # a target is not its own negative
+    want = -logits.log_softmax(1)[:, 0].mean()
+    torch.manual_seed(1)
+    assert torch.allclose(next_item_loss(h, labels, items, "sampled", n_negatives=4), want)
+    torch.manual_seed(1)
+    neg = torch.randint(1, 6, (2,))
+    want = -(F.logsigmoid((hk * items[y]).sum(1)).mean() + F.logsigmoid(-(hk * items[neg]).sum(1)).mean())
+    torch.manual_seed(1)
+    assert torch.allclose(next_item_loss(h, labels, items, "bce"), want)
+    with pytest.raises(ValueError, match="loss"):
+        next_item_loss(h, labels, items, "hinge")
+
+
+def test_schedule_warmup_then_cosine():
+    factor = train_module._schedule(total=10, warmup=2, cosine=True)
+    assert [factor(s) for s in (0, 1)] == [0.5, 1.0]
+    assert factor(2) == pytest.approx(1.0) and factor(6) == pytest.approx(0.5)
+    assert factor(10) == pytest.approx(0.0)
+    assert train_module._schedule(10, 0, cosine=False)(7) == 1.0
+
+
+def test_amp_only_on_cuda_unless_asked():
+    cpu = torch.device("cpu")
+    assert train_module._amp_dtype(None, cpu) is None
+    assert train_module._amp_dtype(True, cpu) is torch.bfloat16
+    assert train_module._amp_dtype(False, torch.device("cuda")) is None
+
+
+# ---------------------------------------------------------------- the loop
+def test_training_learns_the_successor_pattern():
+    split = successor_split()
+    model = tiny_sasrec(dropout=0.0)
+    config = TrainConfig(epochs=40, batch_size=32, lr=1e-2, max_len=8, patience=40, eval_every=40)
+    result = train(model, split, config, progress=False)
+    assert result.history["loss"].iloc[-1] < 0.5 * result.history["loss"].iloc[0]
+    assert result.best_metric > 0.9  # item i + 1 is ranked first after item i
+    assert list(result.history.columns) == ["epoch", "loss", "seconds", "valid_hr@10", "valid_ndcg@10"]
+
+
+def test_early_stopping_restores_the_best_epoch(monkeypatch):
+    metrics = iter([0.1, 0.3, 0.2, 0.25, 0.9])
+    snapshots = []
+
+    def fake_validate(model, eval_set, n_items, config):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        value = next(metrics)
+        return {"hr@10": value, "ndcg@10": value}
+
+    monkeypatch.setattr(train_module, "_validate", fake_validate)
+    model = tiny_sasrec()
+    result = train(model, successor_split(), TrainConfig(epochs=5, batch_size=16, max_len=8, patience=2),
+                   progress=False)
+    assert len(result.history) == 4  # epochs 3 and 4 did not improve on epoch 2: stop
+    assert (result.best_epoch, result.best_metric) == (2, 0.3)
+    assert not torch.equal(snapshots[1]["item_emb.weight"], snapshots[3]["item_emb.weight"])
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+
+
+def test_resume_continues_from_the_checkpoint(tmp_path):
+    split = successor_split()
+    config = TrainConfig(epochs=3, batch_size=16, max_len=8, warmup_steps=5, checkpoint=tmp_path / "a.pt")
+    straight = tiny_sasrec()
+    full = train(straight, split, config, progress=False)
+
+    resumed = tiny_sasrec()
+    path = tmp_path / "b.pt"
+    train(resumed, split, TrainConfig(**{**vars(config), "epochs": 1, "checkpoint": path}), progress=False)
+    fresh = tiny_sasrec(seed=123)  # different weights: everything must come from the checkpoint
+    rest = train(fresh, split, TrainConfig(**{**vars(config), "checkpoint": path, "resume": True}),
+                 progress=False)
+    pd.testing.assert_frame_equal(rest.history.drop(columns="seconds"), full.history.drop(columns="seconds"))
+    assert all(torch.equal(v, straight.state_dict()[k]) for k, v in fresh.state_dict().items())
+
+
+def test_checkpoint_round_trip_reproduces_scores(tmp_path):
+    split = successor_split()
+    model = tiny_sasrec()
+    train(model, split, TrainConfig(epochs=2, batch_size=16, max_len=8, checkpoint=tmp_path / "c.pt"),
+          progress=False)
+    loaded = tiny_sasrec(seed=7).eval()
+    state = load_checkpoint(loaded, tmp_path / "c.pt")
+    x = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    assert torch.equal(loaded.score(x), model.score(x))
+    assert state["epoch"] == 2 and not (tmp_path / "c.pt.tmp").exists()
+
+
+def test_cpu_bf16_autocast_runs_and_plot(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    result = train(tiny_sasrec(), successor_split(), TrainConfig(epochs=2, batch_size=16, max_len=8, amp=True),
+                   progress=False)
+    assert np.isfinite(result.history["loss"]).all()
+    ax = plot_history(result)
+    assert ax.get_xlabel() == "epoch"
