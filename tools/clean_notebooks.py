@@ -2,7 +2,8 @@
 
 A cell whose source starts with ``# NBVAL_CHECK_OUTPUT`` prints something that must not
 change (data set counts): its text output is committed, and nbval compares it on every
-run. Every other output is stripped.
+run. nbval skips outputs of cells that were never run, so such a cell also keeps an
+execution count (its position among the code cells). Every other output is stripped.
 
     python tools/clean_notebooks.py notebooks/*.ipynb                  # strip in place
     python tools/clean_notebooks.py --outputs-from build/notebooks notebooks/*.ipynb
@@ -34,12 +35,14 @@ def clean(nb: dict, executed: dict | None = None) -> dict:
     """``nb`` without outputs; checked cells keep theirs (or take them from ``executed``)."""
     if executed is not None and len(executed["cells"]) != len(nb["cells"]):
         raise ValueError("the executed copy has a different number of cells")
+    n_code = 0
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
+        n_code += 1
         source = executed["cells"][i] if executed is not None else cell
         cell["outputs"] = text_outputs(source) if is_checked(cell) else []
-        cell["execution_count"] = None
+        cell["execution_count"] = n_code if is_checked(cell) else None
     return nb
 
 
@@ -49,7 +52,7 @@ def problems(nb: dict) -> list[str]:
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
             continue
-        if cell.get("execution_count") is not None:
+        if cell.get("execution_count") is not None and not is_checked(cell):
             found.append(f"cell {i} has an execution count")
         if cell.get("outputs") and (not is_checked(cell) or cell["outputs"] != text_outputs(cell)):
             found.append(f"cell {i} has outputs beyond the printed text of a {MARKER} cell")
