@@ -40,9 +40,11 @@ from helpers.sequences import pad_left
 
 
 # ---------------------------------------------------------------- the generator
-def first_item_probs(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
-    """(V,) empirical distribution of the first item of ``sequences``; entry PAD is 0."""
-    counts = np.bincount([int(s[0]) for s in sequences if len(s)], minlength=n_items + 1)
+def first_item_probs(sequences: Sequence[np.ndarray], n_items: int, smoothing: float = 0.0) -> np.ndarray:
+    """(V,) empirical distribution of the first item of ``sequences``, plus ``smoothing``
+    pseudo-counts per item (so an unseen first item keeps a finite log-probability); PAD is 0."""
+    counts = np.bincount([int(s[0]) for s in sequences if len(s)], minlength=n_items + 1) + float(smoothing)
+    counts[PAD] = 0.0
     return counts / counts.sum()
 
 
@@ -93,6 +95,14 @@ def sample(model: nn.Module, lengths: Sequence[int], first_probs: np.ndarray, *,
 def to_arrays(samples: Tensor) -> list[np.ndarray]:
     """(B, L) right-padded samples -> B arrays without PAD (the course's sequence lists)."""
     return [row[row != PAD] for row in samples.numpy()]
+
+
+def pad_right(sequences: Sequence[np.ndarray]) -> Tensor:
+    """Arrays of item ids -> (B, L) right-padded LongTensor, the layout :func:`sample` returns."""
+    out = torch.full((len(sequences), max(map(len, sequences))), PAD, dtype=torch.long)
+    for row, s in enumerate(sequences):
+        out[row, : len(s)] = torch.as_tensor(np.asarray(s, dtype=np.int64))
+    return out
 
 
 def right_to_left(samples: Tensor) -> Tensor:

@@ -105,6 +105,20 @@ def two_sample_auc(real: Sequences, generated: Sequences, *, folds: int = 5, see
     return float(roc_auc_score(y, p))
 
 
+def true_log_likelihood(truth, sequences: Sequences, batch_size: int = 2048) -> np.ndarray:
+    """(N,) log-probability of each sequence under a known true model (synthetic data):
+    ``sum_t log P_true(y_t | y_<t)``, the first item included, from ``truth.oracle_scores``
+    (:class:`helpers.synthetic.SyntheticModel`, or anything with that method)."""
+    owner = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    prefixes = [s[:t] for s in sequences for t in range(len(s))]
+    targets = np.concatenate(sequences)
+    logp = np.empty(len(targets))
+    for i in range(0, len(targets), batch_size):
+        probs = truth.oracle_scores(prefixes[i:i + batch_size])  # (b, V)
+        logp[i:i + batch_size] = np.log(probs[np.arange(len(probs)), targets[i:i + batch_size]])
+    return np.bincount(owner, weights=logp, minlength=len(sequences))
+
+
 # ---------------------------------------------------------------- privacy
 def _ngrams(s: np.ndarray, n: int) -> set[bytes]:
     s = np.ascontiguousarray(s, dtype=np.int64)

@@ -41,6 +41,12 @@ def test_first_item_probs_by_hand():
     assert p.tolist() == [0, 0, 1 / 3, 2 / 3, 0, 0]
 
 
+def test_smoothed_first_item_probs_and_pad_right():
+    p = gan.first_item_probs([np.array([2])], 3, smoothing=1.0)
+    assert p.tolist() == [0, 0.25, 0.5, 0.25]  # counts (0), 1, 2, 1
+    assert gan.pad_right([np.array([4, 5]), np.array([6])]).tolist() == [[4, 5], [6, 0]]
+
+
 def test_samples_have_valid_ids_lengths_and_no_repeats():
     lengths = [5, 1, 8, 3]
     s = gan.sample(generator(), lengths, first(), generator=torch.Generator().manual_seed(0))

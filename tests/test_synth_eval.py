@@ -114,3 +114,16 @@ def test_train_on_uses_the_given_sequences_and_the_real_test_split():
     assert seen["train"] == fake and set(summary) >= {"hr@10", "ndcg@10"}
     real = se.train_on(split.train, split, fit, ks=(10,))
     assert real["hr@10"] > summary["hr@10"]  # real popularity beats three fixed items
+
+
+def test_true_log_likelihood_by_hand_and_prefers_the_truth():
+    frame, truth = generate(SyntheticConfig(n_users=50, n_items=30, max_len=10, mean_len=8))
+    seqs = [g.item_id.to_numpy() for _, g in frame.groupby("user_id")]
+    ll = se.true_log_likelihood(truth, seqs[:3], batch_size=4)
+    s = seqs[0]
+    by_hand = sum(np.log(truth.oracle_scores([s[:t]])[0, s[t]]) for t in range(len(s)))
+    assert ll[0] == pytest.approx(by_hand)
+    rng = np.random.default_rng(0)
+    shuffled = [rng.permutation(30)[: len(s)] + 1 for s in seqs]
+    per_item = lambda x: se.true_log_likelihood(truth, x).sum() / sum(map(len, x))  # noqa: E731
+    assert per_item(seqs) > per_item(shuffled) + 0.5
