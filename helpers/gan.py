@@ -226,6 +226,10 @@ class AdversarialConfig:
     exclude_seen: bool = True  # generated items never repeat
     seed: int = 0
 
+    def __post_init__(self):
+        if self.d_steps < 1 or self.batch_size < 1 or self.temperature <= 0:
+            raise ValueError("need d_steps >= 1, batch_size >= 1 and temperature > 0")
+
 
 def real_batch(sequences: Sequence[np.ndarray], max_len: int, rows: np.ndarray) -> Tensor:
     """(B, T) left-padded last ``max_len`` items of the chosen real ``sequences``."""
@@ -267,21 +271,23 @@ def adversarial_train(generator: nn.Module, discriminator: Discriminator, sequen
                       generator=torch_rng, **kw)
         return real_batch(seqs, max_len, rows).to(device), fake
 
-    def d_step() -> float:
+    def d_step() -> tuple[float, Tensor, Tensor]:
         real, fake = batch()
         discriminator.train()
         loss = discriminator_loss(discriminator(real)[0], discriminator(right_to_left(fake).to(device))[0])
         d_opt.zero_grad(set_to_none=True)
         loss.backward()
         d_opt.step()
-        return loss.item()
+        return loss.item(), real, fake
 
     for _ in range(config.d_pretrain_steps):
         d_step()
     history = []
     for step in range(1, config.steps + 1):
-        d_loss = float(np.mean([d_step() for _ in range(config.d_steps)]))
-        real, fake = batch()
+        d_losses = []
+        for _ in range(config.d_steps):  # the generator step reuses the last batch (half the sampling)
+            loss, real, fake = d_step()
+            d_losses.append(loss)
         discriminator.eval()
         with torch.no_grad():
             fake_logits = discriminator(right_to_left(fake).to(device))[0]  # (B,)
@@ -295,7 +301,8 @@ def adversarial_train(generator: nn.Module, discriminator: Discriminator, sequen
         loss.backward()
         nn.utils.clip_grad_norm_(generator.parameters(), 1.0)
         g_opt.step()
-        history.append({"step": step, "d_loss": d_loss, "g_loss": generator_loss(fake_logits).item(),
+        history.append({"step": step, "d_loss": float(np.mean(d_losses)),
+                        "g_loss": generator_loss(fake_logits).item(),
                         "d_real": torch.sigmoid(real_logits).mean().item(),
                         "d_fake": torch.sigmoid(fake_logits).mean().item(),
                         "log_prob": log_p.mean().item()})

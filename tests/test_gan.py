@@ -150,6 +150,13 @@ def test_adversarial_training_runs_and_logs_the_losses():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
+def test_bad_adversarial_configs_are_refused():
+    with pytest.raises(ValueError):
+        gan.AdversarialConfig(d_steps=0)
+    with pytest.raises(ValueError):
+        gan.AdversarialConfig(temperature=0.0)
+
+
 def test_a_discriminator_learns_to_separate_obvious_fakes():
     real = real_sequences(200)
     fake = [np.sort(s) for s in real_sequences(200, seed=1)]  # sorted ids: easy to spot
