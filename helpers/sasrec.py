@@ -139,7 +139,8 @@ class SASRec(nn.Module):
         if T > self.max_len:
             raise ValueError(f"input has {T} columns, the model reads at most {self.max_len}")
         pos = torch.arange(self.max_len - T, self.max_len, device=input_ids.device)  # (T,)
-        return self.drop(self.item_emb(input_ids) + self.pos_emb(pos))  # (B, T, H)
+        items = self.item_emb(input_ids) * math.sqrt(self.config.hidden)  # as SASRec: learns faster
+        return self.drop(items + self.pos_emb(pos))  # (B, T, H)
 
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) item ids -> (B, T, H) states; position t has read items 0..t."""

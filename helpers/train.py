@@ -155,23 +155,32 @@ class CausalBatches:
     ``bucket`` batches, so short histories travel together and each batch drops the PAD
     columns that no row uses. That is exact, not an approximation, for models whose
     positions count from the most recent item and which mask PAD (SASRec, GRU4Rec here).
+
+    Batches hold about the same number of *targets* (``batch_size`` windows of average
+    length), not the same number of windows: a batch of short histories has more rows.
+    Each target then weighs the same in the loss, as in unsorted batches; with a fixed
+    number of rows, sorting would give a target of a short history several times the
+    weight of one from a long history (that cost about 20% NDCG in our runs).
     """
 
     def __init__(self, sequences: Sequence[np.ndarray], max_len: int, batch_size: int,
                  bucket: int = 50):
         self.inputs, self.labels = causal_windows(sequences, max_len)  # (W, T) each
-        self.lengths = (self.labels != IGNORE).sum(1)  # (W,)
+        self.lengths = (self.labels != IGNORE).sum(1)  # (W,) targets per window
+        self.budget = batch_size * max(float(self.lengths.float().mean()), 1.0)  # targets per batch
         self.batch_size, self.bucket = batch_size, bucket
 
     def __len__(self) -> int:
-        return math.ceil(len(self.inputs) / self.batch_size)
+        return max(1, math.ceil(int(self.lengths.sum()) / self.budget))
 
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         order = torch.randperm(len(self.inputs), generator=generator)
         if self.bucket:
             chunks = order.split(self.batch_size * self.bucket)
             order = torch.cat([c[self.lengths[c].argsort(stable=True)] for c in chunks])
-        batches = order.split(self.batch_size)
+        batch_of = (self.lengths[order].cumsum(0) - 1) // self.budget  # (W,) non-decreasing
+        sizes = torch.unique_consecutive(batch_of, return_counts=True)[1]
+        batches = order.split(sizes.tolist())
         for b in torch.randperm(len(batches), generator=generator).tolist():
             rows = batches[b]
             width = int(self.lengths[rows].max())
@@ -187,7 +196,7 @@ def causal_batches(sequences: Sequence[np.ndarray], config: TrainConfig) -> Caus
 @dataclass
 class TrainConfig:
     epochs: int = 30  # upper bound; early stopping usually ends sooner
-    batch_size: int = 256  # sequences (windows) per step
+    batch_size: int = 256  # windows per step, on average (see CausalBatches)
     lr: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled decay on weight matrices and embeddings
     warmup_steps: int = 0  # linear warm-up steps (the larger of this and warmup_fraction)
@@ -300,6 +309,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         scheduler.load_state_dict(saved["scheduler"])
         scaler.load_state_dict(saved["scaler"])
         torch.set_rng_state(saved["rng"].cpu())
+        if torch.cuda.is_available() and saved["cuda_rng"]:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
     quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
@@ -344,7 +355,9 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         if path is not None:
             _save_atomic({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                          "rng": torch.get_rng_state()}, path)
+                          "rng": torch.get_rng_state(),
+                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                         path)
     model.load_state_dict(state["best_model"])
     model.eval()
     return TrainResult(pd.DataFrame(state["history"]), state["best_epoch"], state["best_metric"],
