@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import baselines, bigram, data, evaluate, preprocess, split, train
+from helpers import baselines, bigram, data, evaluate, gru4rec, preprocess, sasrec, split, train
 from helpers.profile import Profile, get_profile
 
 
@@ -32,12 +32,29 @@ def _bigram(s: split.Split, p: Profile):
     return model
 
 
+def _trained(model, s: split.Split, p: Profile, **config):
+    train.train(model, s, train.TrainConfig.from_profile(p, **config), progress=False)
+    return model
+
+
+def _sasrec(s: split.Split, p: Profile):
+    config = sasrec.SASRecConfig(s.n_items, p.max_len, p.hidden, p.n_layers, p.n_heads, p.dropout)
+    return _trained(sasrec.SASRec(config), s, p)
+
+
+def _gru4rec(s: split.Split, p: Profile):
+    config = gru4rec.GRU4RecConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout)
+    return _trained(gru4rec.GRU4Rec(config), s, p)
+
+
 # name -> fit(split, profile) -> a fitted scorer (``max_len`` + ``score``)
 MODELS: dict[str, Callable[[split.Split, Profile], object]] = {
     "pop": lambda s, p: baselines.MostPopular().fit(s.train, s.n_items),
     "markov": lambda s, p: baselines.MarkovChain().fit(s.train, s.n_items),
     "itemknn": lambda s, p: baselines.ItemKNN(window=5).fit(s.train, s.n_items),
     "bigram": _bigram,
+    "gru4rec": _gru4rec,
+    "sasrec": _sasrec,
 }
 
 
