@@ -16,13 +16,6 @@ N_ITEMS, T = 30, 6
 MASK = mask_id(N_ITEMS)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make(seed=0, **kw):
     torch.manual_seed(seed)

@@ -14,13 +14,6 @@ from helpers.ids import PAD, mask_id
 N_ITEMS = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def generator(seed=0):
     torch.manual_seed(seed)

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,13 +11,6 @@ from helpers.item2vec import (Item2Vec, Item2VecConfig, SkipGramBatches, item_co
 from helpers.split import leave_one_out
 from helpers.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_pairs_by_hand():

@@ -10,13 +10,6 @@ from helpers.sasrec import SASRec, SASRecConfig, attention_mask
 N_ITEMS, T = 30, 6
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make(seed=0, **kw):
     torch.manual_seed(seed)

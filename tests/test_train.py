@@ -16,14 +16,6 @@ from helpers.train import (CausalBatches, TrainConfig, causal_windows, load_chec
                            next_item_loss, plot_history, train)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and spinning threads crawl on a busy CI box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def successor_split(n_users=60, n_items=20, length=8, seed=0):
     """Users walk through items in order (i -> i + 1, wrapping), from random starts."""
