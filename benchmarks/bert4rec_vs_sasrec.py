@@ -14,6 +14,18 @@ best validation epoch. Validation reads a random ``--valid-users`` sample (early
 needs a ranking, not every user); the test reads every user. Published full-ranking numbers on
 this file (S3-Rec's table): BERT4Rec HR@10 .0347, NDCG@10 .0170. Set COURSE_DATA_DIR to the
 folder holding amazon/Beauty.txt.
+
+Measured on 2 CPU cores shared with other jobs (load average in the table), test, all 22,363
+users, 95% bootstrap CIs:
+
+| run | HR@10 | NDCG@10 | epochs (best) | training s |
+| --- | --- | --- | --- | --- |
+| ``--models bert4rec --budget 1500 --eval-every 5`` (load 5.7) | .0562 [.0533, .0593] | .0301 [.0283, .0319] | 50 (45) | 1360 |
+| ``--models bert4rec --budget 720 --eval-every 3 --mask-prob 0.4`` (load 8.9) | .0385 [.0359, .0411] | .0207 [.0192, .0221] | 12 (12) | 558 |
+| ``--models sasrec --budget 600 --eval-every 3`` (load 9.6) | .0765 [.0732, .0802] | .0466 [.0444, .0491] | 6 (6) | 430 |
+
+BERT4Rec passes the published .0170 within ten minutes and reaches .030 after 50 epochs, still
+far below SASRec with full cross-entropy after 6 epochs and a third of the time.
 """
 
 from __future__ import annotations
@@ -101,9 +113,9 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--mask-prob", type=float, default=0.4)
+    parser.add_argument("--mask-prob", type=float, default=0.2)
     parser.add_argument("--last-item-prob", type=float, default=0.1)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--warmup-steps", type=int, default=100)

@@ -16,7 +16,6 @@ N_ITEMS, T = 30, 6
 MASK = mask_id(N_ITEMS)
 
 
-
 def make(seed=0, **kw):
     torch.manual_seed(seed)
     config = dict(max_len=T, hidden=16, n_layers=2, n_heads=2, dropout=0.1) | kw
