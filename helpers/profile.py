@@ -35,6 +35,9 @@ class Profile:
     patience: int  # early-stopping patience (epochs without improvement)
     n_bootstrap: int  # bootstrap resamples for confidence intervals
     datasets: tuple[str, ...]  # data sets a notebook runs its experiments on
+    text_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # pretrained BERT: hub id or local path
+    finetune_steps: int = 300  # optimizer steps when fine-tuning the pretrained BERT
+    text_max_tokens: int = 256  # tokens kept of a history written as text
 
 
 PROFILES: dict[str, Profile] = {
@@ -42,6 +45,7 @@ PROFILES: dict[str, Profile] = {
         name="ci", max_users=300, max_len=20, epochs=2, batch_size=128,
         eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
+        finetune_steps=4, text_max_tokens=64,
     ),
     "cpu": Profile(
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
@@ -53,6 +57,7 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=2048, hidden=128, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=20, n_bootstrap=1000,
         datasets=("ml-100k", "ml-1m", "beauty"),
+        finetune_steps=3000, text_max_tokens=512,
     ),
 }
 
