@@ -66,6 +66,8 @@ def sample(model: nn.Module, lengths: Sequence[int], first_probs: np.ndarray, *,
     Row ``b`` holds ``lengths[b]`` items (ids 1..n_items) followed by PAD on the right.
     Item ``t + 1`` is drawn from ``softmax(logits[:, t] / temperature)`` of ``model`` run
     over items ``0..t``; with ``exclude_seen`` an item never repeats (as in MovieLens).
+    A model with a ``step(item_ids (B,), state) -> (logits (B, V), state)`` method (GRU4Rec)
+    is advanced one item at a time instead of re-reading the prefix: O(L) instead of O(L^2).
     """
     lengths = torch.as_tensor(list(lengths), dtype=torch.long)
     if len(lengths) == 0 or int(lengths.min()) < 1:
@@ -81,9 +83,13 @@ def sample(model: nn.Module, lengths: Sequence[int], first_probs: np.ndarray, *,
     out = first.to(device)
     seen = torch.zeros(B, len(first_probs), dtype=torch.bool, device=device)
     seen.scatter_(1, out, True)
+    step, state = getattr(model, "step", None), None
     for _ in range(L - 1):
-        logits, _ = model(out)  # (B, t, V)
-        log_p = _next_log_probs(logits[:, -1], seen if exclude_seen else None, temperature)
+        if step is not None:  # a recurrent model carries its state: one step per item
+            logits, state = step(out[:, -1], state)  # (B, V)
+        else:  # otherwise re-read the whole prefix
+            logits = model(out)[0][:, -1]  # (B, V)
+        log_p = _next_log_probs(logits, seen if exclude_seen else None, temperature)
         nxt = torch.multinomial(log_p.exp().cpu(), 1, generator=generator).to(device)  # (B, 1)
         out = torch.cat([out, nxt], dim=1)
         seen.scatter_(1, nxt, True)

@@ -84,6 +84,17 @@ class GRU4Rec(nn.Module):
         return None, loss
 
     @torch.no_grad()
+    def step(self, item_ids: Tensor, state: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Read one more item per row: ``item_ids`` (B,) after the items summarised by ``state``
+        (n_layers, B, H; ``None`` before the first item) -> ``(logits (B, V), new state)``.
+
+        The same numbers as the last column of ``forward`` over the whole prefix (in eval
+        mode), at the cost of one GRU step: what sampling a sequence item by item needs.
+        """
+        out, state = self.gru(self.drop(self.item_emb(item_ids))[:, None], state)  # (B, 1, H)
+        return self.logits(self.proj(self.drop(out[:, 0]))), state
+
+    @torch.no_grad()
     def score(self, input_ids: Tensor) -> Tensor:
         """(B, T) left-padded histories -> (B, V) next-item scores, from the last column."""
         return self.logits(self.hidden(input_ids[:, -self.max_len:])[:, -1]).float()

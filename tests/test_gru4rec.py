@@ -80,3 +80,15 @@ def test_save_load_round_trip(tmp_path):
 def test_bad_loss():
     with pytest.raises(ValueError, match="loss"):
         GRU4RecConfig(N_ITEMS, loss="mse")
+
+
+def test_step_by_step_equals_reading_the_whole_prefix():
+    torch.manual_seed(0)
+    model = GRU4Rec(GRU4RecConfig(12, max_len=6, hidden=8, n_layers=2)).eval()
+    items = torch.tensor([[3, 5, 1, 9], [2, 2, 7, 4]])  # (B, T)
+    full, _ = model(items)  # (B, T, V)
+    state = None
+    for t in range(items.shape[1]):
+        logits, state = model.step(items[:, t], state)
+        assert torch.allclose(logits[:, 1:], full[:, t, 1:], atol=1e-5), t
+    assert state.shape == (2, 2, 8) and (logits[:, 0] == float("-inf")).all()
