@@ -20,14 +20,23 @@ through :func:`resolve_model`:
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
+import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
 
-from helpers.datasets import check_file
+from helpers.course import default_device
+from helpers.datasets import cache_dir as data_cache_dir
+from helpers.datasets import check_file, file_sha256
 from helpers.preprocess import IdMap
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -103,3 +112,89 @@ def item_texts(items: pd.DataFrame, ids: IdMap, max_tags: int = 10) -> list[str]
         raise KeyError(f"{len(missing)} course items have no row in the items frame, "
                        f"e.g. original ids {missing[:5].tolist()}; wrong data set?")
     return ["", *(item_text(row, max_tags) for _, row in table.loc[ids.items].iterrows())]
+
+
+# ---------------------------------------------------------------- text -> vectors
+def mean_pool(last_hidden: Tensor, attention_mask: Tensor) -> Tensor:
+    """(B, L, D) token vectors, (B, L) mask -> (B, D): the mean over real tokens only."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)  # (B, L, 1)
+    return (last_hidden * mask).sum(1) / mask.sum(1).clamp_min(1e-9)
+
+
+@functools.cache
+def _weights_hash(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
+
+
+def model_identity(name_or_path: str | os.PathLike) -> str:
+    """What names a model's weights in a cache key: the sha256 of the weights file of a
+    local folder (``model.safetensors``, else ``pytorch_model.bin``), else the hub id."""
+    resolved = resolve_model(name_or_path)
+    if not Path(resolved).is_dir():
+        return resolved
+    for name in (WEIGHTS, "pytorch_model.bin"):
+        weights = Path(resolved) / name
+        if weights.is_file():
+            stat = weights.stat()
+            return f"sha256:{_weights_hash(str(weights), stat.st_size, stat.st_mtime_ns)}"
+    raise FileNotFoundError(f"{resolved} holds neither {WEIGHTS} nor pytorch_model.bin")
+
+
+def cache_key(texts: Sequence[str], model: str | os.PathLike = DEFAULT_MODEL, max_tokens: int = 128) -> str:
+    """sha256 of (model identity, max_tokens, pooling, texts): any change gives a new key."""
+    payload = json.dumps({"model": model_identity(model), "max_tokens": int(max_tokens),
+                          "pooling": POOLING, "texts": list(texts)}, ensure_ascii=False)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def embeddings_dir() -> Path:
+    """Where :func:`encode` caches: ``text_embeddings/`` in the data cache
+    (``$COURSE_CACHE_DIR``, else ``data/`` at the repository root)."""
+    return data_cache_dir() / "text_embeddings"
+
+
+def load_encoder(model: str | os.PathLike = DEFAULT_MODEL):
+    """``(tokenizer, model)`` from ``transformers`` for a hub id or a local folder, in eval mode."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model(model)
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+
+def _encode(texts: list[str], model, batch_size: int, max_tokens: int, device, progress: bool) -> Tensor:
+    tokenizer, encoder = load_encoder(model)
+    encoder.to(device)
+    out = torch.zeros(len(texts), encoder.config.hidden_size)  # (N, D); PAD and "" stay zero
+    todo = [i for i, t in enumerate(texts) if t]
+    todo.sort(key=lambda i: len(texts[i]))  # similar lengths together: less padding
+    batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    with torch.inference_mode():
+        for rows in tqdm(batches, disable=not progress, desc="encode"):
+            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
+                              max_length=max_tokens, return_tensors="pt").to(device)
+            hidden = encoder(**batch).last_hidden_state  # (B, L, D)
+            pooled = mean_pool(hidden, batch["attention_mask"])  # (B, D)
+            out[rows] = F.normalize(pooled.float(), dim=-1).cpu()
+    return out
+
+
+def encode(texts: Sequence[str], model: str | os.PathLike = DEFAULT_MODEL, *, batch_size: int = 64,
+           max_tokens: int = 128, device: str | torch.device | None = None,
+           cache_dir: str | os.PathLike | None = None, progress: bool = True) -> Tensor:
+    """Texts -> (N, D) float32 unit vectors (mean pooling, L2 norm); ``""`` -> a zero row.
+
+    Texts longer than ``max_tokens`` tokens are cut. The result is cached in ``cache_dir``
+    (default :func:`embeddings_dir`) as ``<cache_key>.pt``, written atomically; a later call
+    with the same model weights, ``max_tokens`` and texts loads it instead of encoding.
+    """
+    texts = [str(t) for t in texts]
+    folder = Path(cache_dir) if cache_dir is not None else embeddings_dir()
+    path = folder / f"{cache_key(texts, model, max_tokens)}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    vectors = _encode(texts, model, batch_size, max_tokens, device or default_device(), progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(vectors, tmp)
+    os.replace(tmp, path)
+    return vectors

