@@ -1,0 +1,353 @@
+"""Fine-tuning a pretrained BERT on behaviour written as text.
+
+A user's recent history becomes one string (``history_text``: oldest first, most recent
+last, items joined with ``"; "``) and a stock ``AutoModelForSequenceClassification`` learns
+from it: a next-behaviour class (notebook 05, 4a) or, with a candidate item as the second
+segment, a click probability (the cross-encoder of :mod:`helpers.rerank`).
+
+* Data: prefixes of the *training* sequences only (``prefix_examples``); validation and
+  test come from ``split.valid`` / ``split.test``, so no evaluation target is ever trained on.
+  Tokenised with Hugging Face ``datasets`` (``Dataset.from_dict(...).map(...)``); histories
+  are cut from the **old** end (``truncation_side="left"``) so the most recent items survive.
+* Three ways to fine-tune (``prepare_model``): every weight (``"full"``), the last encoder
+  layers plus pooler and head (``"top"``), or LoRA adapters on query/value (``"lora"``).
+* One loop (``fit``): AdamW, linear warm-up then linear decay, gradient clipping, validation
+  every ``eval_every`` steps with early stopping, the best trainable weights restored,
+  bf16/fp16 autocast on CUDA.
+
+Letters: B batch, L tokens, C classes (C = 1: one click logit trained with BCE).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_score
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
+                          PretrainedConfig, PreTrainedTokenizerBase, get_linear_schedule_with_warmup)
+
+from helpers.course import default_device, seed_everything
+from helpers.split import EvalSet, Split, user_sequences
+
+MODES = ("full", "top", "lora")
+
+
+# ---------------------------------------------------------------- histories as text
+def history_text(texts: Sequence[str], history: np.ndarray, max_items: int | None = None,
+                 sep: str = "; ") -> str:
+    """The last ``max_items`` items of ``history`` as one string, most recent last.
+
+    ``texts[i]`` is the text of course item ``i`` (index 0 = PAD, never in a history).
+    """
+    history = np.asarray(history, dtype=np.int64)
+    if max_items is not None:
+        history = history[len(history) - max_items:] if max_items > 0 else history[:0]
+    return sep.join(texts[int(i)] for i in history)
+
+
+def prefix_examples(split: Split, last: int | None = None, min_history: int = 1) -> EvalSet:
+    """Next-item examples from the training sequences: ``seq[:j] -> seq[j]``.
+
+    Only ``split.train`` is read (the validation and test targets are not in it). ``last``
+    keeps each user's ``last`` most recent examples (None = all with ``min_history`` items).
+    """
+    users, histories, targets = [], [], []
+    for user, seq in zip(split.train_users, split.train):
+        first = max(min_history, len(seq) - last if last is not None else min_history)
+        for j in range(first, len(seq)):
+            users.append(user)
+            histories.append(seq[:j])
+            targets.append(seq[j])
+    return EvalSet(np.array(users, dtype=np.int64), histories, np.array(targets, dtype=np.int64))
+
+
+def next_values(df: pd.DataFrame, examples: EvalSet, column: str = "rating") -> np.ndarray:
+    """``column`` of each example's target interaction, e.g. the rating the next item got.
+
+    Every history must be the user's full prefix (leave-one-out and ``prefix_examples``),
+    so the target sits at position ``len(history)`` of the user's sequence; checked.
+    """
+    users, items = user_sequences(df)
+    _, values = user_sequences(df, column)
+    row = {int(u): i for i, u in enumerate(users)}
+    out = []
+    for user, history, target in zip(examples.users, examples.histories, examples.targets):
+        seq, pos = items[row[int(user)]], len(history)
+        if pos >= len(seq) or seq[pos] != target:
+            raise ValueError(f"user {user}: the history is not a prefix followed by the target")
+        out.append(values[row[int(user)]][pos])
+    return np.asarray(out)
+
+
+def first_genres(items: pd.DataFrame, ids, n_items: int) -> tuple[np.ndarray, list[str]]:
+    """``(classes (n_items + 1,), names)``: each course item's first listed genre as a class index.
+
+    ``items`` is ``data.load_items(...)`` (``item_id``, ``genres``), ``ids`` the ``IdMap`` of
+    the prepared log. Items without a genre get the class ``"(none)"``; index 0 (PAD) gets -1.
+    """
+    genres = items.set_index("item_id")["genres"]
+    original = ids.item_to_original(np.arange(1, n_items + 1))
+    first = [g[0] if len(g) else "(none)" for g in genres.reindex(original)
+             .map(lambda g: g if isinstance(g, list) else [])]
+    names = sorted(set(first))
+    classes = np.array([-1] + [names.index(f) for f in first], dtype=np.int64)
+    return classes, names
+
+
+# ---------------------------------------------------------------- tokenised data sets
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+    """The model's tokenizer, truncating from the left (the oldest items go first)."""
+    return AutoTokenizer.from_pretrained(resolve(name_or_path), truncation_side="left")
+
+
+def resolve(name_or_path: str) -> str:
+    """A local folder, or the packaged all-MiniLM-L6-v2 for its hub id (see helpers.text)."""
+    from helpers import text
+
+    return text.resolve_model(name_or_path)
+
+
+def text_dataset(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence,
+                 pairs: Sequence[str] | None = None, max_length: int = 256) -> Dataset:
+    """A tokenised ``datasets.Dataset`` (input_ids, attention_mask, ..., labels).
+
+    With ``pairs`` each example is ``[CLS] text [SEP] pair [SEP]`` and only ``text`` (the
+    history) is truncated, from its old end; the candidate in ``pairs`` stays whole.
+    """
+    if tokenizer.truncation_side != "left":
+        raise ValueError("load the tokenizer with truncation_side='left' (see load_tokenizer)")
+    columns = {"text": list(texts), "labels": list(labels)}
+    if pairs is not None:
+        columns["pair"] = list(pairs)
+
+    def tokenize(batch: dict) -> dict:
+        return tokenizer(batch["text"], batch.get("pair"), max_length=max_length,
+                         truncation="only_first" if pairs is not None else True)
+
+    data = Dataset.from_dict(columns)
+    return data.map(tokenize, batched=True, remove_columns=[c for c in columns if c != "labels"])
+
+
+def loader(data: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
+           shuffle: bool = False, seed: int = 0) -> DataLoader:
+    """Batches padded to their longest example (``DataCollatorWithPadding``)."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+# ---------------------------------------------------------------- three ways to fine-tune
+def prepare_model(model: str | PretrainedConfig, n_labels: int, mode: str = "full", *,
+                  top_layers: int = 2, lora_r: int = 8, lora_alpha: int = 16,
+                  lora_dropout: float = 0.1) -> nn.Module:
+    """A BERT sequence classifier with C = ``n_labels`` outputs and the right weights trainable.
+
+    ``model``: a hub id or local folder (pretrained weights), or a ``BertConfig`` (random
+    weights; for tests). ``mode``: ``"full"`` every weight; ``"top"`` the last ``top_layers``
+    encoder layers + pooler + classifier; ``"lora"`` LoRA adapters (rank ``lora_r``) on the
+    attention's query and value projections, plus the classifier (peft ``modules_to_save``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if isinstance(model, PretrainedConfig):
+        settings = {k: v for k, v in model.to_dict().items() if k not in ("id2label", "label2id")}
+        config = model.__class__(**settings, num_labels=n_labels)
+        net = AutoModelForSequenceClassification.from_config(config)
+    else:
+        net = AutoModelForSequenceClassification.from_pretrained(resolve(model), num_labels=n_labels)
+    if mode == "full":
+        return net.requires_grad_(True)
+    if mode == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha,
+                            lora_dropout=lora_dropout, target_modules=["query", "value"],
+                            modules_to_save=["classifier"])
+        return get_peft_model(net, config)
+    layers = net.base_model.encoder.layer
+    if not 0 <= top_layers <= len(layers):
+        raise ValueError(f"top_layers must be in 0..{len(layers)}, got {top_layers}")
+    net.requires_grad_(False)
+    for part in [*layers[len(layers) - top_layers:], net.base_model.pooler, net.classifier]:
+        if part is not None:
+            part.requires_grad_(True)
+    return net
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """``(trainable, total)`` parameter counts (LoRA: total includes the adapters)."""
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def training_state_bytes(model: nn.Module) -> int:
+    """Parameters + gradients + AdamW's two moments, in bytes (activations not included)."""
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return total + 3 * trainable
+
+
+# ---------------------------------------------------------------- evaluation
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy for C > 1 classes; binary cross-entropy on one click logit when C = 1."""
+    if logits.shape[-1] == 1:
+        return F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels.float())
+    return F.cross_entropy(logits.float(), labels.long())
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, C), labels (N,))`` over a loader, in eval mode."""
+    training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in batches:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        y = batch.pop("labels")
+        logits.append(model(**batch).logits.float().cpu())
+        labels.append(y.cpu())
+    model.train(training)
+    return torch.cat(logits).numpy(), torch.cat(labels).numpy()
+
+
+def scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """``loss`` plus accuracy and macro-F1 (C > 1) or AUC (C = 1, click logits)."""
+    out = {"loss": float(loss_fn(torch.from_numpy(logits), torch.from_numpy(labels)))}
+    if logits.shape[1] == 1:
+        out["auc"] = float(roc_auc_score(labels, logits[:, 0]))
+        return out
+    pred = logits.argmax(1)
+    out["accuracy"] = float(accuracy_score(labels, pred))
+    out["macro_f1"] = float(f1_score(labels, pred, average="macro",
+                                     labels=np.arange(logits.shape[1]), zero_division=0))
+    return out
+
+
+def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, n_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 of always predicting the most frequent training class."""
+    guess = np.full(len(labels), np.bincount(train_labels, minlength=n_labels).argmax())
+    return {"accuracy": float(accuracy_score(labels, guess)),
+            "macro_f1": float(f1_score(labels, guess, average="macro", labels=np.arange(n_labels),
+                                       zero_division=0))}
+
+
+def confusion(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    return confusion_matrix(labels, logits.argmax(1), labels=np.arange(logits.shape[1]))
+
+
+# ---------------------------------------------------------------- the loop
+@dataclass
+class FinetuneConfig:
+    steps: int = 300  # optimizer steps (upper bound; early stopping may end sooner)
+    batch_size: int = 16  # examples per step
+    eval_batch_size: int = 64  # examples per validation batch
+    lr: float = 5e-5  # AdamW peak learning rate (LoRA usually wants ~10x more)
+    weight_decay: float = 0.01  # AdamW decoupled weight decay
+    warmup_fraction: float = 0.1  # linear warm-up over this fraction of steps, then linear decay
+    grad_clip: float | None = 1.0  # max global gradient norm; None = no clipping
+    eval_every: int = 50  # validate every this many steps (and after the last)
+    patience: int = 3  # validations without improvement before stopping
+    metric: str = "macro_f1"  # validation metric to maximise: "macro_f1", "accuracy" or "auc"
+    seed: int = 0  # seeds the initial state and the shuffling
+    amp: bool | None = None  # mixed precision; None = on CUDA only (bf16, else fp16)
+
+
+@dataclass
+class FitResult:
+    history: pd.DataFrame  # one row per validation: step, train_loss, seconds, valid_<metric>
+    best_step: int  # the step whose weights the model holds after `fit`
+    best_metric: float
+    seconds_per_step: float  # training only (validation excluded)
+    peak_memory: int | None  # torch.cuda.max_memory_allocated in bytes; None on CPU
+
+
+def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    if amp is False or (amp is None and device.type != "cuda"):
+        return None
+    return torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
+
+
+def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: PreTrainedTokenizerBase,
+        config: FinetuneConfig, progress: bool = True) -> FitResult:
+    """Train the trainable weights of ``model`` for ``config.steps`` steps; keep the best.
+
+    The training set is cycled (reshuffled each pass). Validation every ``eval_every`` steps
+    picks the best step by ``config.metric``; on return the model holds that step's weights.
+    """
+    device = default_device()
+    seed_everything(config.seed)
+    model.to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_fraction * config.steps),
+                                                config.steps)
+    amp_dtype = _amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    valid = loader(valid_data, tokenizer, config.eval_batch_size)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    best = {"step": 0, "metric": float("-inf"), "state": _trainable_state(model)}
+    rows, bad, train_seconds, losses, step, epoch = [], 0, 0.0, [], 0, 0
+    bar = tqdm(total=config.steps, disable=not progress, desc="fine-tune")
+    while step < config.steps and bad < config.patience:
+        for batch in loader(train_data, tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch):
+            start = time.perf_counter()
+            batch = {k: v.to(device) for k, v in batch.items()}
+            labels = batch.pop("labels")
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                loss = loss_fn(model(**batch).logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if config.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            losses.append(loss.item())
+            train_seconds += time.perf_counter() - start
+            step += 1
+            bar.update()
+            if step % config.eval_every == 0 or step == config.steps:
+                metrics = scores(*predict(model, valid))
+                rows.append({"step": step, "train_loss": float(np.mean(losses)), "seconds": train_seconds,
+                             **{f"valid_{k}": v for k, v in metrics.items()}})
+                losses = []
+                bar.set_postfix({config.metric: f"{metrics[config.metric]:.4f}"})
+                if metrics[config.metric] > best["metric"]:
+                    best, bad = {"step": step, "metric": metrics[config.metric],
+                                 "state": _trainable_state(model)}, 0
+                else:
+                    bad += 1
+            if step >= config.steps or bad >= config.patience:
+                break
+        epoch += 1
+    bar.close()
+    _load_trainable(model, best["state"])
+    model.eval()
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return FitResult(pd.DataFrame(rows), best["step"], best["metric"], train_seconds / max(step, 1), peak)
+
+
+def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trainable tensors only (the frozen ones never change)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def _load_trainable(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    for name, param in model.named_parameters():
+        if name in state:
+            param.copy_(state[name])
