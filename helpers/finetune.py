@@ -44,15 +44,20 @@ MODES = ("full", "top", "lora")
 
 # ---------------------------------------------------------------- histories as text
 def history_text(texts: Sequence[str], history: np.ndarray, max_items: int | None = None,
-                 sep: str = "; ") -> str:
+                 sep: str = "; ", ratings: np.ndarray | None = None) -> str:
     """The last ``max_items`` items of ``history`` as one string, most recent last.
 
     ``texts[i]`` is the text of course item ``i`` (index 0 = PAD, never in a history).
+    ``ratings``, aligned with ``history``, adds what the user gave each item: ``"... (rated 4.5)"``.
     """
     history = np.asarray(history, dtype=np.int64)
-    if max_items is not None:
-        history = history[len(history) - max_items:] if max_items > 0 else history[:0]
-    return sep.join(texts[int(i)] for i in history)
+    start = 0 if max_items is None else max(len(history) - max_items, 0) if max_items > 0 else len(history)
+    parts = [texts[int(i)] for i in history[start:]]
+    if ratings is not None:
+        if len(ratings) != len(history):
+            raise ValueError(f"{len(ratings)} ratings for a history of {len(history)} items")
+        parts = [f"{p} (rated {r:g})" for p, r in zip(parts, np.asarray(ratings)[start:])]
+    return sep.join(parts)
 
 
 def prefix_examples(split: Split, last: int | None = None, min_history: int = 1) -> EvalSet:
@@ -77,16 +82,26 @@ def next_values(df: pd.DataFrame, examples: EvalSet, column: str = "rating") -> 
     Every history must be the user's full prefix (leave-one-out and ``prefix_examples``),
     so the target sits at position ``len(history)`` of the user's sequence; checked.
     """
+    return np.asarray([values[len(h)] for values, h in zip(_aligned(df, examples, column), examples.histories)])
+
+
+def history_values(df: pd.DataFrame, examples: EvalSet, column: str = "rating") -> list[np.ndarray]:
+    """``column`` of every history interaction (aligned with ``examples.histories``); never the target's."""
+    return [values[: len(h)] for values, h in zip(_aligned(df, examples, column), examples.histories)]
+
+
+def _aligned(df: pd.DataFrame, examples: EvalSet, column: str) -> list[np.ndarray]:
+    """Each example's user sequence of ``column``, after checking history + target is its prefix."""
     users, items = user_sequences(df)
     _, values = user_sequences(df, column)
     row = {int(u): i for i, u in enumerate(users)}
     out = []
     for user, history, target in zip(examples.users, examples.histories, examples.targets):
         seq, pos = items[row[int(user)]], len(history)
-        if pos >= len(seq) or seq[pos] != target:
+        if pos >= len(seq) or seq[pos] != target or not np.array_equal(seq[:pos], history):
             raise ValueError(f"user {user}: the history is not a prefix followed by the target")
-        out.append(values[row[int(user)]][pos])
-    return np.asarray(out)
+        out.append(values[row[int(user)]])
+    return out
 
 
 def first_genres(items: pd.DataFrame, ids, n_items: int) -> tuple[np.ndarray, list[str]]:
@@ -262,6 +277,7 @@ class FinetuneConfig:
     metric: str = "macro_f1"  # validation metric to maximise: "macro_f1", "accuracy" or "auc"
     seed: int = 0  # seeds the initial state and the shuffling
     amp: bool | None = None  # mixed precision; None = on CUDA only (bf16, else fp16)
+    max_seconds: float | None = None  # stop (and validate) once training took this long
 
 
 @dataclass
@@ -283,9 +299,14 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
         config: FinetuneConfig, progress: bool = True) -> FitResult:
     """Train the trainable weights of ``model`` for ``config.steps`` steps; keep the best.
 
+    Stops early after ``config.patience`` validations without improvement, or once the
+    training steps took ``config.max_seconds`` (a time budget).
+
     The training set is cycled (reshuffled each pass). Validation every ``eval_every`` steps
     picks the best step by ``config.metric``; on return the model holds that step's weights.
     """
+    if len(train_data) == 0:
+        raise ValueError("no training examples")
     device = default_device()
     seed_everything(config.seed)
     model.to(device).train()
@@ -301,7 +322,8 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
     best = {"step": 0, "metric": float("-inf"), "state": _trainable_state(model)}
     rows, bad, train_seconds, losses, step, epoch = [], 0, 0.0, [], 0, 0
     bar = tqdm(total=config.steps, disable=not progress, desc="fine-tune")
-    while step < config.steps and bad < config.patience:
+    last = False
+    while not last and bad < config.patience:
         for batch in loader(train_data, tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch):
             start = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
@@ -320,7 +342,9 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
             train_seconds += time.perf_counter() - start
             step += 1
             bar.update()
-            if step % config.eval_every == 0 or step == config.steps:
+            last = step == config.steps or (config.max_seconds is not None
+                                            and train_seconds >= config.max_seconds)
+            if step % config.eval_every == 0 or last:
                 metrics = scores(*predict(model, valid))
                 rows.append({"step": step, "train_loss": float(np.mean(losses)), "seconds": train_seconds,
                              **{f"valid_{k}": v for k, v in metrics.items()}})
@@ -331,7 +355,7 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
                                  "state": _trainable_state(model)}, 0
                 else:
                     bad += 1
-            if step >= config.steps or bad >= config.patience:
+            if last or bad >= config.patience:
                 break
         epoch += 1
     bar.close()

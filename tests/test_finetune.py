@@ -35,6 +35,10 @@ def test_history_text_keeps_the_most_recent_items_last():
     assert finetune.history_text(TEXTS, h) == "Toy Story (1995); Heat (1995); Alien (1979)"
     assert finetune.history_text(TEXTS, h, max_items=2) == "Heat (1995); Alien (1979)"
     assert finetune.history_text(TEXTS, h, max_items=0) == ""
+    rated = finetune.history_text(TEXTS, h, max_items=2, ratings=np.array([5.0, 3.5, 4.0]))
+    assert rated == "Heat (1995) (rated 3.5); Alien (1979) (rated 4)"
+    with pytest.raises(ValueError, match="ratings"):
+        finetune.history_text(TEXTS, h, ratings=np.array([5.0]))
 
 
 def test_tokenizer_drops_the_oldest_items_first(tokenizer):
@@ -73,6 +77,7 @@ def test_next_values_reads_the_target_interaction():
     assert finetune.next_values(df, s.test).tolist() == [3, 4]  # the last ratings
     assert finetune.next_values(df, s.valid).tolist() == [2, 2]
     assert finetune.next_values(df, finetune.prefix_examples(s)).tolist() == [4, 1, 4, 5]
+    assert [v.tolist() for v in finetune.history_values(df, s.test)] == [[5, 4, 1, 2], [1, 4, 5, 2]]
     bad = split.EvalSet(np.array([1]), [np.array([1])], np.array([3]))  # 3 is not right after 1
     with pytest.raises(ValueError, match="prefix"):
         finetune.next_values(df, bad)
@@ -148,6 +153,9 @@ def test_fit_restores_the_best_step_and_logs_every_validation(tiny, tokenizer):
     valid = finetune.loader(data, tokenizer, 64)
     assert finetune.scores(*finetune.predict(model, valid))["macro_f1"] == pytest.approx(result.best_metric)
     assert result.seconds_per_step > 0 and result.peak_memory is None
+    budget = finetune.FinetuneConfig(steps=100, batch_size=8, eval_every=50, max_seconds=0.0)
+    result = finetune.fit(model, data, data, tokenizer, budget, progress=False)
+    assert result.history["step"].tolist() == [1]  # the budget ends it after one step, validated
 
 
 def test_click_logit_trains_with_bce_and_reports_auc(tiny, tokenizer):
