@@ -1,14 +1,10 @@
 """Fine-tuning a pretrained BERT on behaviour written as text.
 
-A user's recent history becomes one string (``history_text``: oldest first, most recent
-last, items joined with ``"; "``) and a stock ``AutoModelForSequenceClassification`` learns
-from it: a next-behaviour class (notebook 05, 4a) or, with a candidate item as the second
-segment, a click probability (the cross-encoder of :mod:`helpers.rerank`).
+A stock ``AutoModelForSequenceClassification`` reads a history written as text (see
+:mod:`helpers.textdata`) and learns a next-behaviour class (notebook 05, 4a) or, with a
+candidate item as the second segment, a click probability (the cross-encoder of
+:mod:`helpers.rerank`).
 
-* Data: prefixes of the *training* sequences only (``prefix_examples``); validation and
-  test come from ``split.valid`` / ``split.test``, so no evaluation target is ever trained on.
-  Tokenised with Hugging Face ``datasets`` (``Dataset.from_dict(...).map(...)``); histories
-  are cut from the **old** end (``truncation_side="left"``) so the most recent items survive.
 * Three ways to fine-tune (``prepare_model``): every weight (``"full"``), the last encoder
   layers plus pooler and head (``"top"``), or LoRA adapters on query/value (``"lora"``).
 * One loop (``fit``): AdamW, linear warm-up then linear decay, gradient clipping, validation
@@ -21,7 +17,6 @@ Letters: B batch, L tokens, C classes (C = 1: one click logit trained with BCE).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,132 +28,13 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, roc_auc_
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          PretrainedConfig, PreTrainedTokenizerBase, get_linear_schedule_with_warmup)
+from transformers import (AutoModelForSequenceClassification, PretrainedConfig, PreTrainedTokenizerBase,
+                          get_linear_schedule_with_warmup)
 
 from helpers.course import default_device, seed_everything
-from helpers.split import EvalSet, Split, user_sequences
+from helpers.textdata import loader, resolve
 
 MODES = ("full", "top", "lora")
-
-
-# ---------------------------------------------------------------- histories as text
-def history_text(texts: Sequence[str], history: np.ndarray, max_items: int | None = None,
-                 sep: str = "; ", ratings: np.ndarray | None = None) -> str:
-    """The last ``max_items`` items of ``history`` as one string, most recent last.
-
-    ``texts[i]`` is the text of course item ``i`` (index 0 = PAD, never in a history).
-    ``ratings``, aligned with ``history``, adds what the user gave each item: ``"... (rated 4.5)"``.
-    """
-    history = np.asarray(history, dtype=np.int64)
-    start = 0 if max_items is None else max(len(history) - max_items, 0) if max_items > 0 else len(history)
-    parts = [texts[int(i)] for i in history[start:]]
-    if ratings is not None:
-        if len(ratings) != len(history):
-            raise ValueError(f"{len(ratings)} ratings for a history of {len(history)} items")
-        parts = [f"{p} (rated {r:g})" for p, r in zip(parts, np.asarray(ratings)[start:])]
-    return sep.join(parts)
-
-
-def prefix_examples(split: Split, last: int | None = None, min_history: int = 1) -> EvalSet:
-    """Next-item examples from the training sequences: ``seq[:j] -> seq[j]``.
-
-    Only ``split.train`` is read (the validation and test targets are not in it). ``last``
-    keeps each user's ``last`` most recent examples (None = all with ``min_history`` items).
-    """
-    users, histories, targets = [], [], []
-    for user, seq in zip(split.train_users, split.train):
-        first = max(min_history, len(seq) - last if last is not None else min_history)
-        for j in range(first, len(seq)):
-            users.append(user)
-            histories.append(seq[:j])
-            targets.append(seq[j])
-    return EvalSet(np.array(users, dtype=np.int64), histories, np.array(targets, dtype=np.int64))
-
-
-def next_values(df: pd.DataFrame, examples: EvalSet, column: str = "rating") -> np.ndarray:
-    """``column`` of each example's target interaction, e.g. the rating the next item got.
-
-    Every history must be the user's full prefix (leave-one-out and ``prefix_examples``),
-    so the target sits at position ``len(history)`` of the user's sequence; checked.
-    """
-    return np.asarray([values[len(h)] for values, h in zip(_aligned(df, examples, column), examples.histories)])
-
-
-def history_values(df: pd.DataFrame, examples: EvalSet, column: str = "rating") -> list[np.ndarray]:
-    """``column`` of every history interaction (aligned with ``examples.histories``); never the target's."""
-    return [values[: len(h)] for values, h in zip(_aligned(df, examples, column), examples.histories)]
-
-
-def _aligned(df: pd.DataFrame, examples: EvalSet, column: str) -> list[np.ndarray]:
-    """Each example's user sequence of ``column``, after checking history + target is its prefix."""
-    users, items = user_sequences(df)
-    _, values = user_sequences(df, column)
-    row = {int(u): i for i, u in enumerate(users)}
-    out = []
-    for user, history, target in zip(examples.users, examples.histories, examples.targets):
-        seq, pos = items[row[int(user)]], len(history)
-        if pos >= len(seq) or seq[pos] != target or not np.array_equal(seq[:pos], history):
-            raise ValueError(f"user {user}: the history is not a prefix followed by the target")
-        out.append(values[row[int(user)]])
-    return out
-
-
-def first_genres(items: pd.DataFrame, ids, n_items: int) -> tuple[np.ndarray, list[str]]:
-    """``(classes (n_items + 1,), names)``: each course item's first listed genre as a class index.
-
-    ``items`` is ``data.load_items(...)`` (``item_id``, ``genres``), ``ids`` the ``IdMap`` of
-    the prepared log. Items without a genre get the class ``"(none)"``; index 0 (PAD) gets -1.
-    """
-    genres = items.set_index("item_id")["genres"]
-    original = ids.item_to_original(np.arange(1, n_items + 1))
-    first = [g[0] if len(g) else "(none)" for g in genres.reindex(original)
-             .map(lambda g: g if isinstance(g, list) else [])]
-    names = sorted(set(first))
-    classes = np.array([-1] + [names.index(f) for f in first], dtype=np.int64)
-    return classes, names
-
-
-# ---------------------------------------------------------------- tokenised data sets
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
-    """The model's tokenizer, truncating from the left (the oldest items go first)."""
-    return AutoTokenizer.from_pretrained(resolve(name_or_path), truncation_side="left")
-
-
-def resolve(name_or_path: str) -> str:
-    """A local folder, or the packaged all-MiniLM-L6-v2 for its hub id (see helpers.text)."""
-    from helpers import text
-
-    return text.resolve_model(name_or_path)
-
-
-def text_dataset(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence,
-                 pairs: Sequence[str] | None = None, max_length: int = 256) -> Dataset:
-    """A tokenised ``datasets.Dataset`` (input_ids, attention_mask, ..., labels).
-
-    With ``pairs`` each example is ``[CLS] text [SEP] pair [SEP]`` and only ``text`` (the
-    history) is truncated, from its old end; the candidate in ``pairs`` stays whole.
-    """
-    if tokenizer.truncation_side != "left":
-        raise ValueError("load the tokenizer with truncation_side='left' (see load_tokenizer)")
-    columns = {"text": list(texts), "labels": list(labels)}
-    if pairs is not None:
-        columns["pair"] = list(pairs)
-
-    def tokenize(batch: dict) -> dict:
-        return tokenizer(batch["text"], batch.get("pair"), max_length=max_length,
-                         truncation="only_first" if pairs is not None else True)
-
-    data = Dataset.from_dict(columns)
-    return data.map(tokenize, batched=True, remove_columns=[c for c in columns if c != "labels"])
-
-
-def loader(data: Dataset, tokenizer: PreTrainedTokenizerBase, batch_size: int,
-           shuffle: bool = False, seed: int = 0) -> DataLoader:
-    """Batches padded to their longest example (``DataCollatorWithPadding``)."""
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      collate_fn=DataCollatorWithPadding(tokenizer))
 
 
 # ---------------------------------------------------------------- three ways to fine-tune

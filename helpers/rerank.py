@@ -25,7 +25,7 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from helpers.finetune import history_text, text_dataset
+from helpers.textdata import history_text, text_dataset
 from helpers.ids import PAD
 from helpers.split import EvalSet
 
@@ -73,7 +73,7 @@ class CrossEncoder:
     def __init__(self, model: nn.Module, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], *,
                  max_items: int | None = None, max_length: int = 256, batch_size: int = 64):
         if tokenizer.truncation_side != "left":
-            raise ValueError("load the tokenizer with truncation_side='left' (see finetune.load_tokenizer)")
+            raise ValueError("load the tokenizer with truncation_side='left' (see textdata.load_tokenizer)")
         self.model, self.tokenizer, self.texts = model, tokenizer, list(texts)
         self.max_items, self.max_length, self.batch_size = max_items, max_length, batch_size
 

@@ -1,12 +1,11 @@
 """Fine-tuning mechanics on a tiny random BERT with the real tokenizer's vocabulary."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from transformers import BertConfig
 
-from helpers import finetune, split
+from helpers import finetune, textdata
 from helpers.text import DEFAULT_MODEL
 
 TEXTS = ["", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Up (2009)", "Jaws (1975)"]
@@ -14,84 +13,13 @@ TEXTS = ["", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Up (2009)", "Ja
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return finetune.load_tokenizer(DEFAULT_MODEL)
+    return textdata.load_tokenizer(DEFAULT_MODEL)
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
     return BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
-
-
-def log() -> pd.DataFrame:
-    """Two users, five interactions each, unique items per user; ratings 1..5."""
-    rows = [(1, i, t, r) for t, (i, r) in enumerate(zip([1, 2, 3, 4, 5], [5, 4, 1, 2, 3]))]
-    rows += [(2, i, t, r) for t, (i, r) in enumerate(zip([5, 3, 1, 2, 4], [1, 4, 5, 2, 4]))]
-    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp", "rating"])
-
-
-def test_history_text_keeps_the_most_recent_items_last():
-    h = np.array([1, 2, 3])
-    assert finetune.history_text(TEXTS, h) == "Toy Story (1995); Heat (1995); Alien (1979)"
-    assert finetune.history_text(TEXTS, h, max_items=2) == "Heat (1995); Alien (1979)"
-    assert finetune.history_text(TEXTS, h, max_items=0) == ""
-    rated = finetune.history_text(TEXTS, h, max_items=2, ratings=np.array([5.0, 3.5, 4.0]))
-    assert rated == "Heat (1995) (rated 3.5); Alien (1979) (rated 4)"
-    with pytest.raises(ValueError, match="ratings"):
-        finetune.history_text(TEXTS, h, ratings=np.array([5.0]))
-
-
-def test_tokenizer_drops_the_oldest_items_first(tokenizer):
-    texts = [finetune.history_text(TEXTS, np.array([1, 2, 3, 4, 5]))]
-    data = finetune.text_dataset(tokenizer, texts, [0], max_length=8)
-    decoded = tokenizer.decode(data[0]["input_ids"], skip_special_tokens=True)
-    assert decoded.endswith("jaws ( 1975 )") and "toy" not in decoded
-    pair = finetune.text_dataset(tokenizer, texts, [1], pairs=["Up (2009)"], max_length=12)
-    ids = pair[0]["input_ids"]
-    assert len(ids) == 12 and tokenizer.decode(ids).endswith("[SEP] up ( 2009 ) [SEP]")
-
-
-def test_text_dataset_refuses_right_truncation(tokenizer):
-    from transformers import AutoTokenizer
-
-    right = AutoTokenizer.from_pretrained(finetune.resolve(DEFAULT_MODEL))
-    with pytest.raises(ValueError, match="truncation_side"):
-        finetune.text_dataset(right, ["a"], [0])
-
-
-def test_examples_never_see_the_validation_or_test_target():
-    s = split.leave_one_out(log(), n_items=5)
-    train = finetune.prefix_examples(s)
-    assert len(train) == 2 * 2  # 3 training items per user -> 2 prefixes each
-    for ev in (s.valid, s.test):
-        for user, target in zip(ev.users, ev.targets):
-            mine = [j for j, u in enumerate(train.users) if u == user]
-            assert all(target not in train.histories[j] and target != train.targets[j] for j in mine)
-    last = finetune.prefix_examples(s, last=1)
-    assert last.targets.tolist() == [3, 1] and [h.tolist() for h in last.histories] == [[1, 2], [5, 3]]
-
-
-def test_next_values_reads_the_target_interaction():
-    df = log()
-    s = split.leave_one_out(df, n_items=5)
-    assert finetune.next_values(df, s.test).tolist() == [3, 4]  # the last ratings
-    assert finetune.next_values(df, s.valid).tolist() == [2, 2]
-    assert finetune.next_values(df, finetune.prefix_examples(s)).tolist() == [4, 1, 4, 5]
-    assert [v.tolist() for v in finetune.history_values(df, s.test)] == [[5, 4, 1, 2], [1, 4, 5, 2]]
-    bad = split.EvalSet(np.array([1]), [np.array([1])], np.array([3]))  # 3 is not right after 1
-    with pytest.raises(ValueError, match="prefix"):
-        finetune.next_values(df, bad)
-
-
-def test_first_genres():
-    items = pd.DataFrame({"item_id": [10, 20, 30], "genres": [["Drama", "War"], [], ["Action"]]})
-
-    class Ids:
-        def item_to_original(self, ids):
-            return np.array([30, 10, 20])[np.asarray(ids) - 1]
-
-    classes, names = finetune.first_genres(items, Ids(), 3)
-    assert names == ["(none)", "Action", "Drama"] and classes.tolist() == [-1, 1, 2, 0]
 
 
 @pytest.mark.parametrize("mode", finetune.MODES)
@@ -122,9 +50,9 @@ def test_prepare_model_rejects_bad_arguments(tiny):
 
 def _data(tokenizer, n=24, pairs=False):
     rng = np.random.default_rng(0)
-    texts = [finetune.history_text(TEXTS, rng.integers(1, 6, 3)) for _ in range(n)]
+    texts = [textdata.history_text(TEXTS, rng.integers(1, 6, 3)) for _ in range(n)]
     labels = [int("Toy" in t) for t in texts]
-    return finetune.text_dataset(tokenizer, texts, labels, pairs=TEXTS[1:2] * n if pairs else None,
+    return textdata.text_dataset(tokenizer, texts, labels, pairs=TEXTS[1:2] * n if pairs else None,
                                  max_length=32)
 
 
@@ -150,7 +78,7 @@ def test_fit_restores_the_best_step_and_logs_every_validation(tiny, tokenizer):
     result = finetune.fit(model, data, data, tokenizer, config, progress=False)
     assert result.history["step"].tolist() == [2, 4, 6]
     assert result.best_metric == result.history["valid_macro_f1"].max()
-    valid = finetune.loader(data, tokenizer, 64)
+    valid = textdata.loader(data, tokenizer, 64)
     assert finetune.scores(*finetune.predict(model, valid))["macro_f1"] == pytest.approx(result.best_metric)
     assert result.seconds_per_step > 0 and result.peak_memory is None
     budget = finetune.FinetuneConfig(steps=100, batch_size=8, eval_every=50, max_seconds=0.0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from helpers import finetune, rerank
+from helpers import finetune, rerank, textdata
 from helpers.evaluate import evaluate
 from helpers.sequences import pad_left
 from helpers.split import EvalSet
@@ -100,7 +100,7 @@ def test_reranker_candidates_skip_seen_items_and_pad():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return finetune.load_tokenizer(DEFAULT_MODEL)
+    return textdata.load_tokenizer(DEFAULT_MODEL)
 
 
 def test_cross_encoder_matches_one_pair_at_a_time(tokenizer):
@@ -113,7 +113,7 @@ def test_cross_encoder_matches_one_pair_at_a_time(tokenizer):
     got = ce(ids, cands)
     assert got.shape == (2, 3)
     for b in range(2):
-        history = finetune.history_text(TEXTS, ids[b][ids[b] != 0].numpy(), 3)
+        history = textdata.history_text(TEXTS, ids[b][ids[b] != 0].numpy(), 3)
         for j in range(3):
             one = tokenizer(history, TEXTS[int(cands[b, j])], truncation="only_first", max_length=24,
                             return_tensors="pt")
