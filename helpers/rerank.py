@@ -25,7 +25,7 @@ from datasets import Dataset
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
-from helpers.textdata import history_text, text_dataset
+from helpers.textdata import clip_texts, history_text, text_dataset
 from helpers.ids import PAD
 from helpers.split import EvalSet
 
@@ -75,6 +75,7 @@ class CrossEncoder:
         if tokenizer.truncation_side != "left":
             raise ValueError("load the tokenizer with truncation_side='left' (see textdata.load_tokenizer)")
         self.model, self.tokenizer, self.texts = model, tokenizer, list(texts)
+        self.candidate_texts = clip_texts(tokenizer, self.texts, max_length // 2)  # as in text_dataset
         self.max_items, self.max_length, self.batch_size = max_items, max_length, batch_size
 
     @torch.inference_mode()
@@ -84,7 +85,7 @@ class CrossEncoder:
         histories = [history_text(self.texts, row[row != PAD].cpu().numpy(), self.max_items)
                      for row in input_ids]
         firsts = [histories[b] for b in range(B) for _ in range(K)]  # P = B * K, row-major
-        seconds = [self.texts[int(c)] for c in candidates.reshape(-1)]
+        seconds = [self.candidate_texts[int(c)] for c in candidates.reshape(-1)]
         self.model.eval()
         device = next(self.model.parameters()).device
         out = []

@@ -113,12 +113,20 @@ def resolve(name_or_path: str) -> str:
     return text.resolve_model(name_or_path)
 
 
+def clip_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[str]:
+    """Each text cut after its first ``max_tokens`` tokens (at a token boundary of the original string)."""
+    encoded = tokenizer(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+    return [t if len(offsets) <= max_tokens else t[: offsets[max_tokens - 1][1]]
+            for t, offsets in zip(texts, encoded["offset_mapping"])]
+
+
 def text_dataset(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], labels: Sequence,
                  pairs: Sequence[str] | None = None, max_length: int = 256) -> Dataset:
     """A tokenised ``datasets.Dataset`` (input_ids, attention_mask, ..., labels).
 
-    With ``pairs`` each example is ``[CLS] text [SEP] pair [SEP]`` and only ``text`` (the
-    history) is truncated, from its old end; the candidate in ``pairs`` stays whole.
+    With ``pairs`` each example is ``[CLS] text [SEP] pair [SEP]``: the pair (a candidate
+    item) keeps its first ``max_length // 2`` tokens, and ``text`` (the history) is cut from
+    its old end to fill the rest.
     """
     if tokenizer.truncation_side != "left":
         raise ValueError("load the tokenizer with truncation_side='left' (see load_tokenizer)")
@@ -127,8 +135,10 @@ def text_dataset(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], label
         columns["pair"] = list(pairs)
 
     def tokenize(batch: dict) -> dict:
-        return tokenizer(batch["text"], batch.get("pair"), max_length=max_length,
-                         truncation="only_first" if pairs is not None else True)
+        if pairs is None:
+            return tokenizer(batch["text"], max_length=max_length, truncation=True)
+        return tokenizer(batch["text"], clip_texts(tokenizer, batch["pair"], max_length // 2),
+                         max_length=max_length, truncation="only_first")
 
     data = Dataset.from_dict(columns)
     return data.map(tokenize, batched=True, remove_columns=[c for c in columns if c != "labels"])

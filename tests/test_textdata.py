@@ -43,6 +43,14 @@ def test_tokenizer_drops_the_oldest_items_first(tokenizer):
     assert len(ids) == 12 and tokenizer.decode(ids).endswith("[SEP] up ( 2009 ) [SEP]")
 
 
+def test_long_candidates_keep_their_start_and_leave_room_for_the_history(tokenizer):
+    assert textdata.clip_texts(tokenizer, ["Toy Story (1995)", "Up"], 3) == ["Toy Story (", "Up"]
+    long = "Up (2009). Tags: " + ", ".join(["balloons"] * 40)
+    data = textdata.text_dataset(tokenizer, ["Heat (1995); Alien (1979)"], [1], pairs=[long], max_length=16)
+    decoded = tokenizer.decode(data[0]["input_ids"])
+    assert len(data[0]["input_ids"]) == 16 and "alien" in decoded and "[SEP] up ( 2009 )" in decoded
+
+
 def test_text_dataset_refuses_right_truncation(tokenizer):
     from transformers import AutoTokenizer
 
