@@ -44,7 +44,7 @@ def _sasrec(s: split.Split, p: Profile):
 
 def _gru4rec(s: split.Split, p: Profile):
     config = gru4rec.GRU4RecConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout)
-    return _trained(gru4rec.GRU4Rec(config), s, p)
+    return _trained(gru4rec.GRU4Rec(config), s, p, lr=gru4rec.LR)
 
 
 # name -> fit(split, profile) -> a fitted scorer (``max_len`` + ``score``)

@@ -6,10 +6,17 @@ Letters: B batch, T time, H hidden, V = n_items + 1. Inputs are left-padded with
 A GRU would read the leading PADs and drift away from its zero start state, so each row is
 rotated to right padding before the GRU (real items first, the state starts at zero on the
 first real item) and rotated back after it: outputs do not depend on the amount of padding.
+
+Item embeddings are scaled by sqrt(H) on the way in (as SASRec's): with the tied output table
+initialised small, unscaled inputs barely move the GRU. A GRU also wants a larger step than a
+Transformer: on MovieLens-100K (cpu profile, 12 epochs, validation NDCG@10) the unscaled model
+at lr 1e-3 stalled at .030, popularity's level; scaled, .044 at 1e-3, .092 at 3e-3 and .096 at
+``LR`` = 5e-3, the rate to train it with.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +24,8 @@ from torch import Tensor, nn
 
 from helpers.ids import PAD
 from helpers.train import LOSSES, next_item_loss
+
+LR = 5e-3  # AdamW learning rate GRU4Rec trains well with (SASRec's 1e-3 is too slow for it)
 
 
 def rotate(x: Tensor, shift: Tensor) -> Tensor:
@@ -60,10 +69,13 @@ class GRU4Rec(nn.Module):
     def max_len(self) -> int:
         return self.config.max_len
 
+    def _embed(self, item_ids: Tensor) -> Tensor:
+        return self.item_emb(item_ids) * math.sqrt(self.config.hidden)
+
     def hidden(self, input_ids: Tensor) -> Tensor:
         """(B, T) left-padded item ids -> (B, T, H); position t has read items 0..t."""
         n_pad = (input_ids == PAD).sum(1)  # (B,) leading PADs
-        x = self.drop(self.item_emb(rotate(input_ids, n_pad)))  # (B, T, H), right-padded
+        x = self.drop(self._embed(rotate(input_ids, n_pad)))  # (B, T, H), right-padded
         out, _ = self.gru(x)  # (B, T, H)
         out = rotate(out, -n_pad)  # (B, T, H), left-padded again
         return self.proj(self.drop(out))
@@ -91,7 +103,7 @@ class GRU4Rec(nn.Module):
         The same numbers as the last column of ``forward`` over the whole prefix (in eval
         mode), at the cost of one GRU step: what sampling a sequence item by item needs.
         """
-        out, state = self.gru(self.drop(self.item_emb(item_ids))[:, None], state)  # (B, 1, H)
+        out, state = self.gru(self.drop(self._embed(item_ids))[:, None], state)  # (B, 1, H)
         return self.logits(self.proj(self.drop(out[:, 0]))), state
 
     @torch.no_grad()
