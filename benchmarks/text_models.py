@@ -41,7 +41,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import baselines, bert4rec, data, evaluate, metrics, preprocess, sasrec, split, text, textrec, train  # noqa: E402
+from helpers import (baselines, bert4rec, data, evaluate, metrics, preprocess, sasrec, split,  # noqa: E402
+                     text, textrec, train)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bert4rec_vs_sasrec import fit_within, markdown  # noqa: E402
