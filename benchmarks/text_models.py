@@ -132,10 +132,12 @@ def main_table(prepared, vectors, args) -> tuple[list[dict], dict]:
 
 
 def cold_table(prepared, vectors, args) -> pd.DataFrame:
-    s, cold = textrec.cold_start_split(prepared.interactions, prepared.n_items, args.cold_fraction)
+    s, cold = textrec.cold_start_split(prepared.interactions, prepared.n_items, args.cold_fraction,
+                                       seed=args.seed, how=args.cold_how)
     popularity = metrics.item_popularity(s.train, s.n_items)
     n_cold = int(np.isin(s.test.targets, cold).sum())
-    print(f"cold start: {len(cold)} cold items (newest), {n_cold} of {len(s.test)} test targets cold", flush=True)
+    print(f"cold start: {len(cold)} cold items ({args.cold_how}), {n_cold} of {len(s.test)} test targets cold",
+          flush=True)
     tables = {}
     for name in args.models:
         model, info, _ = fit(name, s, vectors, args)
@@ -156,6 +158,7 @@ def main() -> None:
                         choices=["pop", "content", *NEURAL])
     parser.add_argument("--cold", action="store_true", help="the cold-start table instead of the main one")
     parser.add_argument("--cold-fraction", type=float, default=0.1)
+    parser.add_argument("--cold-how", default="newest", choices=["newest", "random"], help="which items are cold")
     parser.add_argument("--budget", type=float, default=480, help="seconds of training + validation per model")
     parser.add_argument("--max-epochs", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=2)
