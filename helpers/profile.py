@@ -36,8 +36,10 @@ class Profile:
     n_bootstrap: int  # bootstrap resamples for confidence intervals
     datasets: tuple[str, ...]  # data sets a notebook runs its experiments on
     text_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # pretrained BERT: hub id or local path
-    finetune_steps: int = 300  # optimizer steps when fine-tuning the pretrained BERT
-    text_max_tokens: int = 256  # tokens kept of a history written as text
+    finetune_steps: int = 150  # optimizer steps when fine-tuning the pretrained BERT
+    text_max_tokens: int = 128  # tokens kept of a history written as text
+    finetune_batch_size: int = 16  # examples per fine-tuning step (a BERT step costs far more than SASRec's)
+    rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
 
 
 PROFILES: dict[str, Profile] = {
@@ -45,7 +47,7 @@ PROFILES: dict[str, Profile] = {
         name="ci", max_users=300, max_len=20, epochs=2, batch_size=128,
         eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
-        finetune_steps=4, text_max_tokens=64,
+        finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3,
     ),
     "cpu": Profile(
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
@@ -57,7 +59,7 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=2048, hidden=128, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=20, n_bootstrap=1000,
         datasets=("ml-100k", "ml-1m", "beauty"),
-        finetune_steps=3000, text_max_tokens=512,
+        finetune_steps=3000, text_max_tokens=512, finetune_batch_size=32, rerank_k=50,
     ),
 }
 

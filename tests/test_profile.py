@@ -40,7 +40,8 @@ def test_overrides_return_a_copy():
 
 def test_profiles_grow_from_ci_to_gpu():
     ci, cpu, gpu = (PROFILES[n] for n in ("ci", "cpu", "gpu"))
-    for field in ("max_len", "epochs", "hidden", "finetune_steps", "text_max_tokens"):
+    for field in ("max_len", "epochs", "hidden", "finetune_steps", "text_max_tokens",
+                  "finetune_batch_size", "rerank_k"):
         assert getattr(ci, field) < getattr(cpu, field) <= getattr(gpu, field), field
     assert ci.max_users is not None and cpu.max_users is None
     assert {f.name for f in dataclasses.fields(ci)} >= {"max_len", "epochs", "batch_size", "hidden"}
