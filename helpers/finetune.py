@@ -32,7 +32,8 @@ from transformers import (AutoModelForSequenceClassification, PretrainedConfig, 
                           get_linear_schedule_with_warmup)
 
 from helpers.course import default_device, seed_everything
-from helpers.textdata import loader, resolve
+from helpers.text import resolve_model
+from helpers.textdata import loader
 
 MODES = ("full", "top", "lora")
 
@@ -55,7 +56,7 @@ def prepare_model(model: str | PretrainedConfig, n_labels: int, mode: str = "ful
         config = model.__class__(**settings, num_labels=n_labels)
         net = AutoModelForSequenceClassification.from_config(config)
     else:
-        net = AutoModelForSequenceClassification.from_pretrained(resolve(model), num_labels=n_labels)
+        net = AutoModelForSequenceClassification.from_pretrained(resolve_model(model), num_labels=n_labels)
     if mode == "full":
         return net.requires_grad_(True)
     if mode == "lora":

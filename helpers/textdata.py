@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from helpers.split import EvalSet, Split, user_sequences
+from helpers.text import resolve_model
 
 
 # ---------------------------------------------------------------- histories as text
@@ -103,14 +104,7 @@ def first_genres(items: pd.DataFrame, ids, n_items: int) -> tuple[np.ndarray, li
 # ---------------------------------------------------------------- tokenised data sets
 def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
     """The model's tokenizer, truncating from the left (the oldest items go first)."""
-    return AutoTokenizer.from_pretrained(resolve(name_or_path), truncation_side="left")
-
-
-def resolve(name_or_path: str) -> str:
-    """A local folder, or the packaged all-MiniLM-L6-v2 for its hub id (see helpers.text)."""
-    from helpers import text
-
-    return text.resolve_model(name_or_path)
+    return AutoTokenizer.from_pretrained(resolve_model(name_or_path), truncation_side="left")
 
 
 def clip_texts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_tokens: int) -> list[str]:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from helpers import split, textdata
-from helpers.text import DEFAULT_MODEL
+from helpers.text import DEFAULT_MODEL, resolve_model
 
 TEXTS = ["", "Toy Story (1995)", "Heat (1995)", "Alien (1979)", "Up (2009)", "Jaws (1975)"]
 
@@ -54,7 +54,7 @@ def test_long_candidates_keep_their_start_and_leave_room_for_the_history(tokeniz
 def test_text_dataset_refuses_right_truncation(tokenizer):
     from transformers import AutoTokenizer
 
-    right = AutoTokenizer.from_pretrained(textdata.resolve(DEFAULT_MODEL))
+    right = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     with pytest.raises(ValueError, match="truncation_side"):
         textdata.text_dataset(right, ["a"], [0])
 
