@@ -25,26 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import gan, gru4rec, sasrec, split, synth_eval
+from helpers import gan, synth_eval
 from helpers.profile import Profile, get_profile
-from helpers.train import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from run import load_split  # noqa: E402
-
-
-def mle_generator(s: split.Split, p: Profile, seed: int) -> gru4rec.GRU4Rec:
-    torch.manual_seed(seed)
-    model = gru4rec.GRU4Rec(gru4rec.GRU4RecConfig(s.n_items, p.max_len, p.hidden, p.n_layers, p.dropout))
-    train(model, s, TrainConfig.from_profile(p, seed=seed, lr=gru4rec.LR), progress=False)
-    return model.eval()
-
-
-def fit_sasrec(s: split.Split, p: Profile, seed: int) -> sasrec.SASRec:
-    torch.manual_seed(seed)
-    model = sasrec.SASRec(sasrec.SASRecConfig(s.n_items, p.max_len, p.hidden, p.n_layers, p.n_heads, p.dropout))
-    train(model, s, TrainConfig.from_profile(p, seed=seed), progress=False)
-    return model
+from run import MODELS, load_split  # noqa: E402
 
 
 def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -52,7 +37,8 @@ def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFra
     s = load_split(dataset, p, seed)
     real = [t[-p.max_len:] for t in s.train if len(t)]
     start = time.perf_counter()
-    mle = mle_generator(s, p, seed)
+    torch.manual_seed(seed)
+    mle = MODELS["gru4rec"](s, p).eval()  # trained by maximum likelihood at gru4rec.LR
     mle_s = time.perf_counter() - start
     adv = copy.deepcopy(mle)
     disc = gan.Discriminator(gan.DiscriminatorConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout))
@@ -72,7 +58,8 @@ def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFra
     rows = {}
     for name, (compared, training) in sets.items():
         row = synth_eval.report(a, compared, s.n_items, seed=seed)
-        tstr = synth_eval.train_on(training, s, lambda t: fit_sasrec(t, p, seed), ks=(10,),
+        torch.manual_seed(seed)
+        tstr = synth_eval.train_on(training, s, lambda t: MODELS["sasrec"](t, p), ks=(10,),
                                    batch_size=p.eval_batch_size)
         rows[name] = {**row, "TSTR hr@10": tstr["hr@10"], "TSTR ndcg@10": tstr["ndcg@10"]}
         print(f"{name:28s} AUC {row['two_sample_auc']:.3f} TSTR ndcg@10 {tstr['ndcg@10']:.4f}", file=sys.stderr)
