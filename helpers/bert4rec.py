@@ -36,7 +36,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import BertConfig, BertForMaskedLM
 
+from helpers.batches import bucketed_batches
 from helpers.ids import IGNORE, PAD, mask_id, vocab_size
+from helpers.losses import full_cross_entropy
+from helpers.profile import Profile
 from helpers.sequences import pad_left
 
 
@@ -62,6 +65,13 @@ class BERT4RecConfig:
             raise ValueError(f"mask_prob={self.mask_prob} must be in (0, 1], "
                              f"last_item_prob={self.last_item_prob} in [0, 1]")
 
+    @classmethod
+    def from_profile(cls, n_items: int, profile: Profile, **overrides) -> BERT4RecConfig:
+        """The profile's sizes (max_len, hidden, n_layers, n_heads, dropout), then ``overrides``."""
+        return cls(**{"n_items": n_items, "max_len": profile.max_len, "hidden": profile.hidden,
+                      "n_layers": profile.n_layers, "n_heads": profile.n_heads,
+                      "dropout": profile.dropout, **overrides})
+
 
 def bert_config(config: BERT4RecConfig) -> BertConfig:
     """The Hugging Face config for item ids: vocabulary PAD + items + MASK, one token type."""
@@ -83,58 +93,18 @@ def bert_config(config: BERT4RecConfig) -> BertConfig:
 
 
 # ---------------------------------------------------------------- the loss
-class DecoderCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of ``h @ weight.T + bias`` (N, V + 1) against ``y`` (N,), chunked.
-
-    The same value and gradients as ``F.cross_entropy`` on BERT's decoder output (every
-    column counts, as in ``BertForMaskedLM``), without autograd's (N, V + 1) intermediates:
-    ``chunk`` rows at a time, the gradients (softmax minus one-hot) are formed in the forward
-    pass and ``backward`` only scales them. On a CPU the loss runs about 2x faster than
-    autograd's version (N = 700, V = 12,103, H = 64: 0.64 s against 1.26 s forward and
-    backward on 2 busy cores), whose log-softmax backward dominated a BERT4Rec step. The idea is
-    :class:`helpers.train.ChunkedCrossEntropy`'s, which masks the PAD column and has no bias.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, weight: Tensor, bias: Tensor, y: Tensor, chunk: int = 256) -> Tensor:
-        N = len(y)
-        grad_h, grad_w, grad_b = torch.empty_like(h), torch.zeros_like(weight), torch.zeros_like(bias)
-        logits = torch.empty(min(chunk, N), weight.shape[0], dtype=h.dtype, device=h.device)
-        total = h.new_zeros(())
-        for start in range(0, N, chunk):
-            hc, yc = h[start:start + chunk], y[start:start + chunk]  # (c, H), (c,)
-            rows = torch.arange(len(yc), device=h.device)
-            z = torch.addmm(bias, hc, weight.T, out=logits[: len(yc)])  # (c, V + 1)
-            z -= z.max(dim=1, keepdim=True).values  # stable: every row's largest logit is 0
-            target = z[rows, yc]  # (c,)
-            p = z.exp_()  # (c, V + 1), in place
-            norm = p.sum(dim=1)  # (c,)
-            total += (norm.log() - target).sum()  # -log softmax at the targets
-            p /= norm[:, None]  # softmax
-            p[rows, yc] -= 1  # d loss / d logits (times N)
-            grad_h[start:start + len(yc)] = p @ weight  # (c, H)
-            grad_w.addmm_(p.T, hc)  # (V + 1, H)
-            grad_b += p.sum(0)
-        ctx.save_for_backward(grad_h / N, grad_w / N, grad_b / N)
-        return total / N
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        grad_h, grad_w, grad_b = ctx.saved_tensors
-        return grad_h * grad, grad_w * grad, grad_b * grad, None, None
-
-
 def mlm_loss(mlm: BertForMaskedLM, h: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor]:
     """BERT's masked-LM head on states ``h`` (N, H) -> ``(logits (N, V + 1) or None, loss)``.
 
-    On a CPU the decoder and the loss run fused (:class:`DecoderCrossEntropy`) and no logits
-    are returned; elsewhere ``F.cross_entropy`` on the head's logits.
+    Every column counts, as in ``BertForMaskedLM``. On a CPU the decoder and the loss run
+    fused (:class:`helpers.losses.ChunkedCrossEntropy`, about 2x faster than autograd's
+    version, whose log-softmax backward dominated a BERT4Rec step) and no logits are
+    returned; elsewhere ``F.cross_entropy`` on the head's logits.
     """
     head = mlm.cls.predictions
     z = head.transform(h)  # (N, H): dense, GELU, LayerNorm
     if h.device.type == "cpu":
-        return None, DecoderCrossEntropy.apply(z.float(), head.decoder.weight.float(),
-                                               head.decoder.bias.float(), labels)
+        return None, full_cross_entropy(z, head.decoder.weight, labels, bias=head.decoder.bias, masked=None)
     logits = head.decoder(z)  # (N, V + 1)
     return logits, F.cross_entropy(logits.float(), labels)
 
@@ -183,9 +153,9 @@ class ClozeBatches:
     """Shuffled windows, masked afresh every epoch, each batch trimmed to its longest window.
 
     A :class:`helpers.train.Batches`: the windows are built once (one tensor); each epoch
-    draws the masks for all of them at once (:func:`mask_items`), shuffles, and, as
-    :class:`helpers.train.CausalBatches`, sorts the shuffled windows by length within chunks
-    of ``bucket`` batches so each batch drops the PAD columns that no row uses.
+    draws the masks for all of them at once (:func:`mask_items`), then batches them with
+    :func:`helpers.batches.bucketed_batches` (shuffled, sorted by length within chunks of
+    ``bucket`` batches) so each batch drops the PAD columns that no row uses.
     """
 
     def __init__(self, sequences: Sequence[np.ndarray], n_items: int, max_len: int, batch_size: int,
@@ -201,13 +171,7 @@ class ClozeBatches:
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         input_ids, labels = mask_items(self.items, self.n_items, self.mask_prob, generator,
                                        self.last_item_prob)  # (W, T) each
-        order = torch.randperm(len(self.items), generator=generator)
-        if self.bucket:
-            chunks = order.split(self.batch_size * self.bucket)
-            order = torch.cat([c[self.lengths[c].argsort(stable=True)] for c in chunks])
-        batches = order.split(self.batch_size)
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            rows = batches[b]
+        for rows in bucketed_batches(self.lengths, generator, self.batch_size, self.bucket):
             width = int(self.lengths[rows].max())
             yield input_ids[rows, -width:], labels[rows, -width:]  # (B, width) each
 

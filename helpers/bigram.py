@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.ids import IGNORE, PAD
+from helpers.losses import full_cross_entropy
+from helpers.profile import Profile
 
 
 @dataclass
@@ -23,6 +24,11 @@ class BigramConfig:
     n_items: int  # items are 1..n_items, 0 is PAD
     hidden: int = 64  # H: embedding width
     dropout: float = 0.0  # on the embedding
+
+    @classmethod
+    def from_profile(cls, n_items: int, profile: Profile, **overrides) -> BigramConfig:
+        """The profile's hidden and dropout, then ``overrides``."""
+        return cls(**{"n_items": n_items, "hidden": profile.hidden, "dropout": profile.dropout, **overrides})
 
 
 class NeuralBigram(nn.Module):
@@ -49,8 +55,8 @@ class NeuralBigram(nn.Module):
         if labels is None:
             return self.logits(input_ids), None
         keep = labels != IGNORE
-        logits = self.logits(input_ids[keep])  # (N, V): only positions with a target
-        return None, F.cross_entropy(logits.float(), labels[keep])
+        h = self.drop(self.embed(input_ids[keep]))  # (N, H): only positions with a target
+        return None, full_cross_entropy(h, self.out.weight, labels[keep], bias=self.out.bias)
 
     @torch.no_grad()
     def score(self, input_ids: Tensor) -> Tensor:

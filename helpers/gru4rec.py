@@ -23,7 +23,8 @@ import torch
 from torch import Tensor, nn
 
 from helpers.ids import PAD
-from helpers.train import LOSSES, next_item_loss
+from helpers.losses import check_loss, next_item_loss
+from helpers.profile import Profile
 
 LR = 5e-3  # AdamW learning rate GRU4Rec trains well with (SASRec's 1e-3 is too slow for it)
 
@@ -47,8 +48,13 @@ class GRU4RecConfig:
     n_negatives: int = 3000  # shared negatives per batch for loss="sampled"
 
     def __post_init__(self):
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        check_loss(self.loss)
+
+    @classmethod
+    def from_profile(cls, n_items: int, profile: Profile, **overrides) -> GRU4RecConfig:
+        """The profile's max_len, hidden and dropout (one GRU layer), then ``overrides``."""
+        return cls(**{"n_items": n_items, "max_len": profile.max_len, "hidden": profile.hidden,
+                      "dropout": profile.dropout, **overrides})
 
 
 class GRU4Rec(nn.Module):

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.ids import IGNORE, PAD
+from helpers.profile import Profile
 
 
 def skipgram_pairs(sequences: Sequence[np.ndarray], window: int) -> tuple[Tensor, Tensor]:
@@ -74,6 +75,11 @@ class Item2VecConfig:
     n_negatives: int = 5  # K: noise items per (centre, context) pair
     power: float = 0.75  # noise distribution: count ** power (word2vec's choice)
     max_len: int = 50  # history items averaged by `score` (on Beauty 1, the last item alone, scores best)
+
+    @classmethod
+    def from_profile(cls, n_items: int, profile: Profile, **overrides) -> Item2VecConfig:
+        """The profile's hidden and max_len, then ``overrides``."""
+        return cls(**{"n_items": n_items, "hidden": profile.hidden, "max_len": profile.max_len, **overrides})
 
 
 class Item2Vec(nn.Module):

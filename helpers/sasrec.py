@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.ids import PAD
-from helpers.train import LOSSES, next_item_loss
+from helpers.losses import check_loss, next_item_loss
+from helpers.profile import Profile
 
 
 def attention_mask(input_ids: Tensor) -> Tensor:
@@ -104,8 +105,14 @@ class SASRecConfig:
     def __post_init__(self):
         if self.hidden % self.n_heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by n_heads={self.n_heads}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        check_loss(self.loss)
+
+    @classmethod
+    def from_profile(cls, n_items: int, profile: Profile, **overrides) -> SASRecConfig:
+        """The profile's sizes (max_len, hidden, n_layers, n_heads, dropout), then ``overrides``."""
+        return cls(**{"n_items": n_items, "max_len": profile.max_len, "hidden": profile.hidden,
+                      "n_layers": profile.n_layers, "n_heads": profile.n_heads,
+                      "dropout": profile.dropout, **overrides})
 
 
 class SASRec(nn.Module):

@@ -19,177 +19,24 @@ import copy
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
+from helpers.batches import Batches, CausalBatches, causal_batches, causal_windows
 from helpers.course import default_device, seed_everything
-from helpers.ids import IGNORE, PAD
+from helpers.ids import IGNORE
 from helpers.split import EvalSet, Split
 
-LOSSES = ("ce", "bce", "sampled")
-
-
-# ---------------------------------------------------------------- the loss
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Full-softmax cross-entropy of ``h @ items.T`` (PAD masked) without (N, V) arrays.
-
-    Same value and gradients as ``F.cross_entropy(logits, y)``, computed ``chunk`` rows at
-    a time, and the gradients are formed in the forward pass (softmax minus one-hot, times
-    the inputs): the loss is the last node of the graph, so ``backward`` only scales them.
-    On a CPU this is 2-3x faster than autograd's version, which streams several fresh
-    (N, V) arrays through memory. A target's loss is capped at -log(float32 tiny) ~ 87.
-    """
-
-    @staticmethod
-    def forward(ctx, h: Tensor, items: Tensor, y: Tensor, chunk: int = 128) -> Tensor:
-        N = len(y)
-        grad_h, grad_items = torch.empty_like(h), torch.zeros_like(items)
-        logits = torch.empty(min(chunk, N), items.shape[0], dtype=h.dtype, device=h.device)
-        total = h.new_zeros(())
-        for start in range(0, N, chunk):
-            hc, yc = h[start:start + chunk], y[start:start + chunk]  # (c, H), (c,)
-            rows = torch.arange(len(yc), device=h.device)
-            torch.mm(hc, items.T, out=logits[: len(yc)])  # (c, V)
-            logits[:, PAD] = float("-inf")
-            p = torch.softmax(logits[: len(yc)], dim=1)  # (c, V)
-            total -= p[rows, yc].clamp_min(torch.finfo(p.dtype).tiny).log().sum()
-            p[rows, yc] -= 1  # d loss / d logits (times N)
-            grad_h[start:start + len(yc)] = p @ items  # (c, H)
-            grad_items.addmm_(p.T, hc)  # (V, H)
-        ctx.save_for_backward(grad_h / N, grad_items / N)
-        return total / N
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        grad_h, grad_items = ctx.saved_tensors
-        return grad_h * grad, grad_items * grad, None, None
-
-
-def next_item_loss(hidden: Tensor, labels: Tensor, items: Tensor, loss: str = "ce",
-                   n_negatives: int = 3000) -> Tensor:
-    """Mean loss of predicting ``labels`` (B, T) from ``hidden`` (B, T, H).
-
-    ``items`` (V, H) is the output embedding, row ``PAD`` included. Positions whose label
-    is ``IGNORE`` are dropped *before* the output product, so training never builds the
-    (B, T, V) logits. ``loss``:
-
-    * ``"ce"``: full softmax cross-entropy over items 1..n_items (the PAD column is masked;
-      on a CPU through :class:`ChunkedCrossEntropy`, same numbers, less memory traffic);
-    * ``"bce"``: original SASRec, one uniformly sampled negative per target;
-    * ``"sampled"``: softmax over the target and ``n_negatives`` uniformly sampled items
-      shared by the whole batch (a sampled item equal to the target is masked out).
-    """
-    keep = labels != IGNORE
-    h, y = hidden[keep], labels[keep]  # (N, H), (N,)
-    if loss == "ce" and h.device.type == "cpu":
-        return ChunkedCrossEntropy.apply(h.float(), items.float(), y)
-    if loss == "ce":
-        logits = (h @ items.T).float()  # (N, V)
-        logits[:, PAD] = float("-inf")
-        return F.cross_entropy(logits, y)
-    n_items = items.shape[0] - 1
-    pos = (h * items[y]).sum(-1).float()  # (N,)
-    if loss == "bce":
-        neg_ids = torch.randint(1, n_items + 1, y.shape, device=y.device)  # (N,)
-        neg = (h * items[neg_ids]).sum(-1).float()  # (N,)
-        return (F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos))
-                + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg)))
-    if loss == "sampled":
-        neg_ids = torch.randint(1, n_items + 1, (n_negatives,), device=y.device)  # (K,)
-        neg = (h @ items[neg_ids].T).float()  # (N, K)
-        neg = neg.masked_fill(neg_ids[None, :] == y[:, None], float("-inf"))
-        logits = torch.cat([pos[:, None], neg], dim=1)  # (N, 1 + K); the target is column 0
-        return F.cross_entropy(logits, torch.zeros_like(y))
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-
-
-# ---------------------------------------------------------------- batches
-class Batches(Protocol):
-    """What the loop needs from a batch builder."""
-
-    def __len__(self) -> int: ...
-
-    def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]: ...
-
-
-def causal_windows(sequences: Sequence[np.ndarray], max_len: int) -> tuple[Tensor, Tensor]:
-    """Next-item windows: input ``seq[:-1]``, labels ``seq[1:]``, both (W, max_len).
-
-    A sequence of n items has n - 1 targets. They are cut *from the most recent end* into
-    windows of ``max_len``, so every target appears in exactly one window; the oldest window
-    of a sequence is left-padded (input ``PAD``, label ``IGNORE``). The price: the first
-    positions of an older window do not see the history before that window.
-    """
-    lengths = np.array([len(s) for s in sequences], dtype=np.int64)
-    n_targets = np.maximum(lengths - 1, 0)
-    n_windows = -(-n_targets // max_len)  # ceil
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)])
-    seq_start = np.cumsum(lengths) - lengths
-    seq_of_target = np.repeat(np.arange(len(sequences)), n_targets)
-    j = np.arange(n_targets.sum()) - np.repeat(np.cumsum(n_targets) - n_targets, n_targets) + 1
-    from_end = n_targets[seq_of_target] - j  # 0 for each sequence's last target
-    window = np.repeat(np.cumsum(n_windows) - n_windows, n_targets) + from_end // max_len
-    column = max_len - 1 - from_end % max_len
-    inputs = np.full((int(n_windows.sum()), max_len), PAD, dtype=np.int64)
-    labels = np.full_like(inputs, IGNORE)
-    target_at = seq_start[seq_of_target] + j
-    inputs[window, column] = flat[target_at - 1]
-    labels[window, column] = flat[target_at]
-    return torch.from_numpy(inputs), torch.from_numpy(labels)
-
-
-class CausalBatches:
-    """Shuffled next-item windows, each batch trimmed to its longest history.
-
-    The windows are built once (one tensor). Every epoch shuffles them with the given
-    generator; with ``bucket`` the shuffled windows are sorted by length inside chunks of
-    ``bucket`` batches, so short histories travel together and each batch drops the PAD
-    columns that no row uses. That is exact, not an approximation, for models whose
-    positions count from the most recent item and which mask PAD (SASRec, GRU4Rec here).
-
-    Batches hold about the same number of *targets* (``batch_size`` windows of average
-    length), not the same number of windows: a batch of short histories has more rows.
-    Each target then weighs the same in the loss, as in unsorted batches; with a fixed
-    number of rows, sorting would give a target of a short history several times the
-    weight of one from a long history (that cost about 20% NDCG in our runs).
-    """
-
-    def __init__(self, sequences: Sequence[np.ndarray], max_len: int, batch_size: int,
-                 bucket: int = 50):
-        self.inputs, self.labels = causal_windows(sequences, max_len)  # (W, T) each
-        self.lengths = (self.labels != IGNORE).sum(1)  # (W,) targets per window
-        self.budget = batch_size * max(float(self.lengths.float().mean()), 1.0)  # targets per batch
-        self.batch_size, self.bucket = batch_size, bucket
-
-    def __len__(self) -> int:
-        return max(1, math.ceil(int(self.lengths.sum()) / self.budget))
-
-    def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
-        order = torch.randperm(len(self.inputs), generator=generator)
-        if self.bucket:
-            chunks = order.split(self.batch_size * self.bucket)
-            order = torch.cat([c[self.lengths[c].argsort(stable=True)] for c in chunks])
-        batch_of = (self.lengths[order].cumsum(0) - 1) // self.budget  # (W,) non-decreasing
-        sizes = torch.unique_consecutive(batch_of, return_counts=True)[1]
-        batches = order.split(sizes.tolist())
-        for b in torch.randperm(len(batches), generator=generator).tolist():
-            rows = batches[b]
-            width = int(self.lengths[rows].max())
-            yield self.inputs[rows, -width:], self.labels[rows, -width:]  # (B, width) each
-
-
-def causal_batches(sequences: Sequence[np.ndarray], config: TrainConfig) -> CausalBatches:
-    """The default ``make_batches``: next-item windows of ``config.max_len``."""
-    return CausalBatches(sequences, config.max_len, config.batch_size)
+# the batch builders live in helpers.batches (models may import them); re-exported for notebooks
+__all__ = ["Batches", "CausalBatches", "TrainConfig", "TrainResult", "causal_batches", "causal_windows",
+           "load_checkpoint", "plot_history", "train"]
 
 
 # ---------------------------------------------------------------- configuration and result

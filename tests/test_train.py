@@ -12,8 +12,7 @@ from helpers import train as train_module
 from helpers.ids import IGNORE, PAD
 from helpers.sasrec import SASRec, SASRecConfig
 from helpers.split import leave_one_out
-from helpers.train import (CausalBatches, TrainConfig, causal_windows, load_checkpoint,
-                           next_item_loss, plot_history, train)
+from helpers.train import CausalBatches, TrainConfig, causal_windows, load_checkpoint, plot_history, train
 
 
 
@@ -68,52 +67,7 @@ def test_batches_cover_each_window_once_and_trim_padding():
     assert all(torch.equal(a, b) for a, b in zip(first, again))
 
 
-# ---------------------------------------------------------------- losses
-def test_ce_loss_by_hand():
-    torch.manual_seed(0)
-    h, items = torch.randn(2, 3, 4), torch.randn(6, 4)
-    labels = torch.tensor([[IGNORE, 2, 5], [1, IGNORE, 3]])
-    logits = h @ items.T
-    logits[..., PAD] = float("-inf")
-    want = F.cross_entropy(logits.reshape(-1, 6), labels.reshape(-1), ignore_index=IGNORE)
-    assert torch.allclose(next_item_loss(h, labels, items, "ce"), want)
-
-
-def test_chunked_cross_entropy_matches_autograd():
-    torch.manual_seed(0)
-    h, items = torch.randn(10, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True)
-    y = torch.tensor([1, 2, 3, 4, 5, 6, 6, 1, 2, 3])
-    logits = h @ items.T
-    logits[:, PAD] = float("-inf")
-    want = F.cross_entropy(logits, y)
-    want_grads = torch.autograd.grad(2 * want, (h, items))
-    got = train_module.ChunkedCrossEntropy.apply(h, items, y, 3)  # 3 does not divide 10
-    got_grads = torch.autograd.grad(2 * got, (h, items))
-    assert torch.allclose(got, want)
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got_grads, want_grads))
-
-
-def test_sampled_and_bce_losses_by_hand():
-    torch.manual_seed(0)
-    h, items = torch.randn(1, 3, 4), torch.randn(6, 4)
-    labels = torch.tensor([[2, IGNORE, 5]])
-    hk, y = h[0, [0, 2]], torch.tensor([2, 5])
-    torch.manual_seed(1)
-    neg = torch.randint(1, 6, (4,))
-    logits = torch.cat([(hk * items[y]).sum(1, keepdim=True), hk @ items[neg].T], 1)
-    logits[:, 1:][neg[None, :] == y[:, None]] = float("-inf")  # a target is not its own negative
-    want = -logits.log_softmax(1)[:, 0].mean()
-    torch.manual_seed(1)
-    assert torch.allclose(next_item_loss(h, labels, items, "sampled", n_negatives=4), want)
-    torch.manual_seed(1)
-    neg = torch.randint(1, 6, (2,))
-    want = -(F.logsigmoid((hk * items[y]).sum(1)).mean() + F.logsigmoid(-(hk * items[neg]).sum(1)).mean())
-    torch.manual_seed(1)
-    assert torch.allclose(next_item_loss(h, labels, items, "bce"), want)
-    with pytest.raises(ValueError, match="loss"):
-        next_item_loss(h, labels, items, "hinge")
-
-
+# ---------------------------------------------------------------- schedule and precision
 def test_schedule_warmup_then_cosine():
     factor = train_module._schedule(total=10, warmup=2, cosine=True)
     assert [factor(s) for s in (0, 1)] == [0.5, 1.0]
