@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -32,6 +34,22 @@ PROTOCOLS = ("full", "uniform100", "popular100")
 N_SAMPLED = 100
 
 
+class RepeatTargetWarning(UserWarning):
+    """Some targets are already in their user's history while seen items are excluded."""
+
+
+def repeat_targets(eval_set: EvalSet) -> np.ndarray:
+    """(N,) bool: True where the target already occurs in that user's history (a re-consumption)."""
+    return np.array([bool(np.any(np.asarray(h) == t)) for h, t in zip(eval_set.histories, eval_set.targets)],
+                    dtype=bool)
+
+
+def honest_exclude_seen(eval_set: EvalSet) -> bool:
+    """The ``exclude_seen`` setting that does not flatter models on this data: False when any
+    target repeats an item of its history (see :func:`evaluate`), True otherwise."""
+    return not repeat_targets(eval_set).any()
+
+
 @dataclass
 class EvalResult:
     """Per-user outcome of :func:`evaluate`; N users, K = the largest cut-off."""
@@ -44,6 +62,12 @@ class EvalResult:
     ties: np.ndarray  # (N,) other candidates tied with the target
     history_lengths: np.ndarray  # (N,) length of each full history
     protocol: str
+    repeats: np.ndarray | None = None  # (N,) True where the target is already in the history
+
+    def by_target_kind(self) -> pd.DataFrame:
+        """Every mean metric for new-item and repeat-item targets separately, with user counts."""
+        repeats = np.zeros(len(self), dtype=bool) if self.repeats is None else self.repeats
+        return metrics.by_group(self.metrics, np.where(repeats, "repeat item", "new item"))
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -90,7 +114,9 @@ def evaluate(model, eval_set: EvalSet, n_items: int, *, ks: Sequence[int] = (5, 
     seen: excluding it would make a correct "buy again" prediction unrankable. The
     price: with exclude_seen=True a repeated target is the only seen item left,
     which flatters models that score seen items highly; on such data prefer
-    exclude_seen=False.
+    exclude_seen=False (:func:`honest_exclude_seen` picks it). Such targets are
+    found (``EvalResult.repeats``, reported apart by ``EvalResult.by_target_kind()``)
+    and, under exclude_seen=True, a :class:`RepeatTargetWarning` says how many.
 
     ``protocol``: "full" (all items), "uniform100" or "popular100" (100 negatives
     drawn uniformly or in proportion to ``popularity`` (V,) counts, never the target
@@ -122,12 +148,19 @@ def evaluate(model, eval_set: EvalSet, n_items: int, *, ks: Sequence[int] = (5, 
         if training:
             model.train()
     greater, ties, top = (torch.cat(p).cpu() for p in zip(*parts))
+    repeats = repeat_targets(eval_set)
+    if exclude_seen and repeats.any():
+        warnings.warn(f"{int(repeats.sum())} of {len(repeats)} targets ({repeats.mean():.1%}) are already in "
+                      "their user's history: with exclude_seen=True each is the only seen item left "
+                      "among the candidates, which flatters models; use exclude_seen=False on data with "
+                      "repeats, and EvalResult.by_target_kind() for new and repeat targets apart",
+                      RepeatTargetWarning, stacklevel=2)
     return EvalResult(
         metrics=metrics.rank_metrics(greater, ties, ks),
         users=np.asarray(eval_set.users), targets=targets, top_items=top.numpy(),
         greater=greater.numpy(), ties=ties.numpy(),
         history_lengths=np.array([len(h) for h in eval_set.histories], dtype=np.int64),
-        protocol=_describe(protocol, n_items, exclude_seen, max_len))
+        protocol=_describe(protocol, n_items, exclude_seen, max_len), repeats=repeats)
 
 
 def _rank_batch(model, histories, targets, n_items, max_len, k_max, exclude_seen, device, protocol,

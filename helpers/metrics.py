@@ -119,6 +119,26 @@ def rank_metrics(greater, ties, ks: Sequence[int] = (5, 10, 20)) -> dict[str, np
     return out
 
 
+# ------------------------------------------------------- set metrics of lists
+def precision_recall_at_k(top_items: np.ndarray, relevant: Sequence[Sequence[int]],
+                          k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user ``(precision@K (N,), recall@K (N,))`` of top-K lists against relevant sets.
+
+    ``top_items`` (N, >= K) recommendations, best first (PAD = 0 marks an empty slot);
+    ``relevant``: N collections of relevant item ids. Precision@K = hits / K (the
+    denominator is K even when a list is shorter); recall@K = hits / |relevant|
+    (0 for a user with nothing relevant). With one relevant item per user
+    (leave-one-out), recall@K is HR@K and precision@K is HR@K / K.
+    """
+    top = np.asarray(top_items)[:, :k]
+    if top.shape[1] < k or len(top) != len(relevant):
+        raise ValueError(f"need (N, >= {k}) lists for N = {len(relevant)} users, got {np.shape(top_items)}")
+    hits = np.array([np.isin(row[row > 0], np.asarray(list(rel), dtype=np.int64)).sum()
+                     for row, rel in zip(top, relevant)], dtype=np.float64)
+    sizes = np.array([len(set(rel)) for rel in relevant], dtype=np.float64)
+    return hits / k, np.divide(hits, sizes, out=np.zeros_like(hits), where=sizes > 0)
+
+
 # ---------------------------------------------------------------- sampled metrics
 def sample_negatives(excluded: torch.Tensor, n_cols: int, n: int = 100, weights: torch.Tensor | None = None,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,103 @@
+"""Reading results tables safely: numbers from another profile or another version of the data
+are refused, never silently compared.
+
+A table file (``benchmarks/run.py --json``, or :func:`write_table`) is JSON:
+``{"profile": "cpu", "data_versions": {"ml-100k": "3f2a..."}, "rows": [{...}, ...]}``.
+A data version is :func:`data_version` of the split the rows were measured on: a hash of
+every training sequence and evaluation target, so a change in the data files, the cleaning,
+the user subsample or the split gives another version.
+
+Numbers recorded by notebooks (``course.record``) carry their profile only:
+:func:`read_recorded` refuses another profile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from helpers import course
+from helpers.split import EvalSet, Split
+
+
+class StaleResults(ValueError):
+    """A results file measured under another profile or on another version of the data."""
+
+
+def _update(digest, array) -> None:
+    array = np.ascontiguousarray(np.asarray(array, dtype=np.int64))
+    digest.update(np.int64(array.size).tobytes())
+    digest.update(array.tobytes())
+
+
+def _eval_set(digest, eval_set: EvalSet) -> None:
+    _update(digest, eval_set.users)
+    _update(digest, eval_set.targets)
+    for history in eval_set.histories:
+        _update(digest, history)
+
+
+def data_version(sp: Split) -> str:
+    """16 hex digits identifying a split: its item count, sequences, users and targets."""
+    digest = hashlib.sha256(np.int64(sp.n_items).tobytes())
+    _update(digest, sp.train_users)
+    for seq in sp.train:
+        _update(digest, seq)
+    _eval_set(digest, sp.valid)
+    _eval_set(digest, sp.test)
+    return digest.hexdigest()[:16]
+
+
+def write_table(path: str | Path, table: pd.DataFrame, profile: str, versions: Mapping[str, str]) -> None:
+    """Write ``table`` (one row per dataset x model, a ``dataset`` column) with its provenance."""
+    missing = set(table["dataset"]) - set(versions)
+    if missing:
+        raise ValueError(f"no data version for {sorted(missing)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    course.write_atomic(path, json.dumps({"profile": profile, "data_versions": dict(versions),
+                                          "rows": table.to_dict("records")}, indent=2))
+
+
+def read_table(path: str | Path, profile: str, versions: Mapping[str, str]) -> pd.DataFrame:
+    """The rows of ``path`` for the data sets in ``versions`` (name -> :func:`data_version`).
+
+    Raises :class:`StaleResults` when the file was written under another profile, has no
+    data versions (an older format), or was measured on another version of one of
+    these data sets; rerun the benchmark in that case.
+    """
+    stored = json.loads(Path(path).read_text())
+    if stored.get("profile") != profile:
+        raise StaleResults(f"{path} was measured under profile {stored.get('profile')!r}, not {profile!r}: "
+                           f"rerun it with COURSE_PROFILE={profile}")
+    if "data_versions" not in stored:
+        raise StaleResults(f"{path} records no data version, so its numbers cannot be matched to "
+                           "this data: rerun the benchmark")
+    table = pd.DataFrame(stored["rows"])
+    table = table[table["dataset"].isin(list(versions))].reset_index(drop=True)
+    for name in table["dataset"].unique():
+        theirs = stored["data_versions"].get(name)
+        if theirs != versions[name]:
+            raise StaleResults(f"{path}: {name} was measured on data version {theirs}, this split is "
+                               f"{versions[name]} (other files, cleaning, subsample or split): rerun it")
+    return table
+
+
+def read_recorded(notebook: str, profile: str) -> dict[str, float] | None:
+    """What ``notebook`` recorded under ``profile``; None when it has not run yet.
+
+    Raises :class:`StaleResults` when the stored numbers come from another profile.
+    """
+    try:
+        stored = course.load_results(notebook)
+    except FileNotFoundError:
+        return None
+    if stored.get("profile") != profile:
+        raise StaleResults(f"{notebook} recorded its numbers under profile {stored.get('profile')!r}, "
+                           f"not {profile!r}: run it again under {profile!r}")
+    return dict(stored["values"])
