@@ -1,0 +1,317 @@
+"""A trained model behind one call: ``recommend(history, k)`` in raw IDs, with titles and reasons.
+
+:class:`Recommender` holds a trained sequence model, the item catalogue (course ID ->
+raw ID, title, genres, popularity) and answers in the IDs a product uses, never the
+course's ``1..n_items``. A history may name items by raw ID or by title; an unknown item
+raises :class:`UnknownItems` listing every one, a title that fits several items raises
+:class:`AmbiguousTitle` listing the candidates. An empty history gets the most popular
+items, labelled as a fallback in the answer.
+
+``save(folder)`` writes one artefact: ``weights.pt`` (a state dict, read back with
+``weights_only=True``), ``config.json`` (model kind and config) and ``items.csv`` (the
+catalogue) as plain files, and ``MANIFEST.sha256`` with the sha256 of each file; the
+artefact's checksum is the sha256 of that manifest. ``load`` refuses an artefact whose
+files do not match it (:class:`ArtefactError`).
+
+Per-user state (notebook 09's ``observe(user, item, timestamp)``) lives in
+``Recommender.users``; ``recommend`` itself is stateless.
+
+Letters: T window (``model.max_len``), V = n_items + 1, K recommendations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from helpers import explain, storage
+from helpers.gru4rec import GRU4Rec, GRU4RecConfig
+from helpers.ids import PAD
+from helpers.preprocess import IdMap
+from helpers.sasrec import SASRec, SASRecConfig
+from helpers.sequences import pad_left
+
+MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {
+    "sasrec": (SASRec, SASRecConfig),
+    "gru4rec": (GRU4Rec, GRU4RecConfig),
+}
+FILES = ("weights.pt", "config.json", "items.csv")
+MANIFEST = "MANIFEST.sha256"
+FORMAT = 1  # bump when the artefact layout changes
+
+
+class RecommendError(ValueError):
+    """A request the recommender cannot answer; the message says why."""
+
+
+class UnknownItems(RecommendError):
+    """Some history items are not in the catalogue; ``.items`` lists them."""
+
+    def __init__(self, items: list):
+        self.items = items
+        super().__init__(f"unknown item(s), not in the catalogue: {items}")
+
+
+class AmbiguousTitle(RecommendError):
+    """A title that fits several items; ``.candidates`` maps raw ID -> "title (year)"."""
+
+    def __init__(self, title: str, candidates: dict):
+        self.title, self.candidates = title, candidates
+        super().__init__(f"title {title!r} fits {len(candidates)} items, pass one of their IDs "
+                         f"instead: {candidates}")
+
+
+class ArtefactError(ValueError):
+    """A saved recommender whose files are missing or do not match its manifest."""
+
+
+@dataclass
+class Recommendation:
+    """One recommended item, in raw IDs."""
+
+    item: Any  # raw item ID
+    title: str
+    score: float  # the model's score (a logit; popularity fallback: log share of interactions)
+    because: list = field(default_factory=list)  # raw IDs of the history items that drove it, strongest first
+    because_titles: list[str] = field(default_factory=list)
+    shared_genres: list[str] = field(default_factory=list)  # genres it shares with `because`
+
+
+@dataclass
+class Answer:
+    """What :meth:`Recommender.recommend` returns."""
+
+    items: list[Recommendation]
+    source: str  # "model", or "popularity (empty history)" for the fallback
+    history: list  # the history as raw IDs, oldest first
+
+    def frame(self) -> pd.DataFrame:
+        """One row per recommendation, for notebooks."""
+        return pd.DataFrame([dataclasses.asdict(r) for r in self.items],
+                            index=pd.RangeIndex(1, len(self.items) + 1, name="rank"))
+
+    def sentence(self, n: int = 2) -> list[str]:
+        """"Title, because you watched X and Y" for each recommendation."""
+        out = []
+        for r in self.items:
+            if not r.because_titles:
+                out.append(f"{r.title}: {self.source}")
+                continue
+            reason = " and ".join(r.because_titles[:n])
+            genres = f" (shared genres: {', '.join(r.shared_genres)})" if r.shared_genres else ""
+            out.append(f"{r.title}, because you watched {reason}{genres}")
+        return out
+
+
+def catalogue(ids: IdMap, items: pd.DataFrame | None = None, sequences: Sequence[np.ndarray] = ()) -> pd.DataFrame:
+    """Course IDs 1..n_items (index) with ``raw_id``, ``title``, ``genres``, ``popularity``.
+
+    ``items`` is :func:`helpers.data.load_items`'s frame (titles and genres where the data
+    has them, else the raw ID is the title); ``popularity`` counts each item in ``sequences``.
+    """
+    cat = pd.DataFrame({"raw_id": ids.items.to_numpy()}, index=pd.RangeIndex(1, ids.n_items + 1, name="item"))
+    info = items.set_index("item_id") if items is not None else pd.DataFrame()
+    title = info["title"].reindex(cat["raw_id"]).to_numpy() if "title" in info else cat["raw_id"].astype(str)
+    year = info["year"].reindex(cat["raw_id"]).to_numpy() if "year" in info else [pd.NA] * len(cat)
+    genres = info["genres"].reindex(cat["raw_id"]).to_numpy() if "genres" in info else [[]] * len(cat)
+    cat["title"] = [str(t) if isinstance(t, str) else str(r) for t, r in zip(title, cat["raw_id"])]
+    cat["year"] = pd.array([y if pd.notna(y) else pd.NA for y in year], dtype="Int64")
+    cat["genres"] = [list(g) if isinstance(g, (list, np.ndarray)) else [] for g in genres]
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if len(sequences) else np.array([], int)
+    cat["popularity"] = np.bincount(flat, minlength=ids.n_items + 1)[1:]
+    return cat
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """The model for serving: eval mode, and a computed item table (e.g. text-aware SASRec's)
+    stored as a plain ``nn.Embedding``, so the state dict alone rebuilds it. Same scores."""
+    if hasattr(model, "item_emb") and not isinstance(model.item_emb, nn.Embedding):
+        with torch.no_grad():
+            weight = model.item_emb.weight.detach().clone()  # (V, H)
+        model.item_emb = nn.Embedding.from_pretrained(weight, freeze=True, padding_idx=PAD)
+    return model.eval()
+
+
+def _kind(model: nn.Module) -> str:
+    for kind, (cls, _) in MODEL_KINDS.items():
+        if type(model) is cls:
+            return kind
+    raise TypeError(f"cannot save a {type(model).__name__}; supported: {sorted(MODEL_KINDS)}")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class Recommender:
+    """A trained scorer plus its catalogue, answering in raw IDs (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, items: pd.DataFrame, explain_with: str = "occlusion"):
+        if explain_with not in explain.METHODS:
+            raise ValueError(f"explain_with must be one of {explain.METHODS}, got {explain_with!r}")
+        self.model = bake(model)
+        self.items = items  # see `catalogue`
+        self.n_items = len(items)
+        self.explain_with = explain_with
+        self.users: dict = {}  # user -> their state, kept by observe() (notebook 09)
+        self._by_raw = pd.Series(items.index.to_numpy(), index=items["raw_id"].to_numpy())
+        self._by_title = items.reset_index().groupby(items["title"].str.casefold().to_numpy())["item"].agg(list)
+        self._popular = torch.as_tensor(np.log(items["popularity"].to_numpy() + 1.0) -
+                                        math.log(items["popularity"].sum() + self.n_items))
+        self.checksum: str | None = None  # set by save() and load()
+
+    @property
+    def max_len(self) -> int:
+        return self.model.max_len
+
+    # ------------------------------------------------------------ IDs
+    def resolve(self, history: Sequence) -> np.ndarray:
+        """Raw IDs and/or titles (``"Heat"`` or ``"Heat (1995)"``) -> course IDs, oldest first."""
+        out, unknown = [], []
+        for entry in history:
+            item = self._resolve_one(entry)
+            if item is None:
+                unknown.append(entry)
+            else:
+                out.append(item)
+        if unknown:
+            raise UnknownItems(unknown)
+        return np.asarray(out, dtype=np.int64)
+
+    def _resolve_one(self, entry) -> int | None:
+        if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
+            return int(self._by_raw[entry]) if entry in self._by_raw.index else None
+        if not isinstance(entry, str):
+            return None
+        if entry in self._by_raw.index:  # raw IDs that are strings (e.g. Amazon ASINs)
+            return int(self._by_raw[entry])
+        key = entry.strip().casefold()
+        found = self._by_title.get(key)
+        if found is None and key.endswith(")") and "(" in key:  # "Title (1995)"
+            head, _, year = key.rpartition("(")
+            found = [i for i in self._by_title.get(head.strip(), [])
+                     if str(self.items.at[i, "year"]) == year.rstrip(")").strip()] or None
+        if found is None and key.isdigit() and int(key) in self._by_raw.index:
+            return int(self._by_raw[int(key)])
+        if not found:
+            return None
+        if len(found) > 1:
+            raise AmbiguousTitle(entry, {self._raw(i): f"{self.items.at[i, 'title']} ({self.items.at[i, 'year']})"
+                                         for i in found})
+        return int(found[0])
+
+    def _raw(self, item: int):
+        raw = self.items.at[int(item), "raw_id"]
+        return raw.item() if isinstance(raw, np.generic) else raw
+
+    # ------------------------------------------------------------ scoring
+    def scores(self, history: np.ndarray) -> torch.Tensor:
+        """(V,) scores of every item after a course-ID history; column PAD is -inf."""
+        window = pad_left([history], self.max_len)  # (1, T)
+        with torch.inference_mode():
+            return self.model.score(window)[0, : self.n_items + 1].float()
+
+    def recommend(self, history: Sequence, k: int = 10, exclude_seen: bool = True,
+                  explain_top: int = 2) -> Answer:
+        """The top ``k`` items after ``history`` (raw IDs or titles, oldest first).
+
+        ``exclude_seen`` drops every history item from the answer. ``explain_top`` (0 = no
+        explanation) history items per recommendation are named as its reasons, found with
+        ``explain_with`` (occlusion by default: the items whose removal lowers its score most).
+        """
+        if k < 1:
+            raise RecommendError(f"k must be >= 1, got {k}")
+        ids = self.resolve(history)
+        if len(ids) == 0:
+            scores, source = torch.cat([torch.tensor([float("-inf")]), self._popular.float()]), \
+                "popularity (empty history)"
+        else:
+            scores, source = self.scores(ids), "model"
+        scores = scores.clone()
+        scores[PAD] = float("-inf")
+        if exclude_seen and len(ids):
+            scores[torch.as_tensor(ids)] = float("-inf")
+        values, top = scores.topk(min(k, self.n_items))
+        keep = ~torch.isneginf(values)
+        values, top = values[keep], top[keep]
+        reasons = self._reasons(ids, top, explain_top) if len(ids) and explain_top else [[] for _ in top]
+        recs = []
+        for item, score, because in zip(top.tolist(), values.tolist(), reasons):
+            genres = set(self.items.at[item, "genres"])
+            shared = sorted(genres.intersection(*[set(self.items.at[b, "genres"]) for b in because])) if because else []
+            recs.append(Recommendation(self._raw(item), self.items.at[item, "title"], score,
+                                       [self._raw(b) for b in because],
+                                       [self.items.at[b, "title"] for b in because], shared))
+        return Answer(recs, source, [self._raw(i) for i in ids])
+
+    def _reasons(self, ids: np.ndarray, top: torch.Tensor, n: int) -> list[list[int]]:
+        """For each recommended item, the ``n`` history items (course IDs) that drove it most."""
+        window = ids[-self.max_len:]
+        attribution = explain.attribute(self.model, window, top, self.explain_with)  # (K, T')
+        order = attribution.argsort(dim=1, descending=True)[:, :n]  # (K, n)
+        return [[int(window[t]) for t, a in zip(row, attribution[k, row]) if a > 0]
+                for k, row in enumerate(order.tolist())]
+
+    # ------------------------------------------------------------ artefact
+    def save(self, folder: str | os.PathLike) -> str:
+        """Write the artefact into ``folder`` (created); returns its checksum."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        kind = _kind(self.model)
+        storage.save_tensors(self.model.state_dict(), folder / "weights.pt")
+        config = {"format": FORMAT, "kind": kind, "config": dataclasses.asdict(self.model.config),
+                  "explain_with": self.explain_with}
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        items = self.items.assign(genres=self.items["genres"].str.join("|"))
+        items.to_csv(folder / "items.csv")
+        lines = "".join(f"{_sha256(folder / name)}  {name}\n" for name in FILES)
+        (folder / MANIFEST).write_text(lines)
+        self.checksum = hashlib.sha256(lines.encode()).hexdigest()
+        return self.checksum
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike, checksum: str | None = None) -> Recommender:
+        """Read an artefact written by :meth:`save`, after verifying every file against the
+        manifest (and the manifest against ``checksum`` when given)."""
+        folder = Path(folder)
+        manifest = folder / MANIFEST
+        if not manifest.is_file():
+            raise ArtefactError(f"{folder} is not a recommender artefact: {MANIFEST} is missing")
+        lines = manifest.read_text()
+        actual = hashlib.sha256(lines.encode()).hexdigest()
+        if checksum is not None and actual != checksum:
+            raise ArtefactError(f"{manifest} has checksum {actual}, expected {checksum}: "
+                                "a different or altered artefact")
+        recorded = dict(reversed(line.split("  ", 1)) for line in lines.splitlines() if line)
+        for name in FILES:
+            path = folder / name
+            if name not in recorded or not path.is_file():
+                raise ArtefactError(f"{path} is missing from the artefact or its manifest; save it again")
+            if _sha256(path) != recorded[name]:
+                raise ArtefactError(f"{path} does not match {MANIFEST} (altered or truncated); save it again")
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("format") != FORMAT or config.get("kind") not in MODEL_KINDS:
+            raise ArtefactError(f"{folder}: artefact format {config.get('format')} / kind {config.get('kind')!r} "
+                                f"is not one this code reads (format {FORMAT}, kinds {sorted(MODEL_KINDS)})")
+        model_cls, config_cls = MODEL_KINDS[config["kind"]]
+        model = model_cls(config_cls(**config["config"]))
+        model.load_state_dict(storage.load_tensors(folder / "weights.pt"))
+        items = pd.read_csv(folder / "items.csv", index_col="item", keep_default_na=False,
+                            dtype={"title": str, "genres": str})
+        items["genres"] = [g.split("|") if g else [] for g in items["genres"]]
+        items["year"] = pd.to_numeric(items["year"], errors="coerce").astype("Int64")
+        recommender = cls(model, items, config.get("explain_with", "occlusion"))
+        recommender.checksum = actual
+        return recommender
