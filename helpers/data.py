@@ -13,9 +13,12 @@ of str, ``[]`` where MovieLens says "unknown" or "(no genres listed)"), plus
 of each movie's distinct tags in file order). Sequence files carry no item text: only
 ``item_id``.
 
-Lines that cannot be parsed (wrong number of fields, non-numeric ids) are dropped and
-counted in ``df.attrs["malformed"]``; a file that is empty or mostly malformed raises
-:class:`DataFormatError`. The files come from :func:`helpers.datasets.fetch`.
+Lines that cannot be parsed (wrong number of fields, non-numeric or non-finite values,
+ids beyond int64) are dropped and counted in ``df.attrs["malformed"]``. Above
+:data:`WARN_MALFORMED` of the lines a warning names the first bad line; above
+``max_malformed`` (default :data:`MAX_MALFORMED`) the load stops with a
+:class:`DataFormatError` that names the file, the first bad line and why it is bad; so
+does an empty file. The files come from :func:`helpers.datasets.fetch`.
 """
 
 from __future__ import annotations
@@ -33,29 +36,81 @@ from helpers.datasets import DatasetSpec, fetch, get_spec
 
 COLUMNS = ["user_id", "item_id", "timestamp", "rating"]
 _NO_GENRE = {"unknown", "(no genres listed)"}
+WARN_MALFORMED = 0.001  # share of malformed lines above which a load warns
+MAX_MALFORMED = 0.1  # default share above which a load refuses the file
+_INT64 = 2**63
 
 
 class DataFormatError(ValueError):
-    """A file that is empty, or whose lines are mostly not in the expected format."""
+    """A file that is empty, or with too many lines not in the expected format."""
 
 
-def _check_counts(path: Path | str, kept: int, malformed: int) -> None:
-    if kept + malformed == 0:
+def _check_counts(path: Path | str, kept: int, malformed: int, max_malformed: float,
+                  first_bad: str) -> None:
+    """Refuse an empty file or one with more than ``max_malformed`` bad lines; warn above
+    :data:`WARN_MALFORMED`. ``first_bad`` describes the first bad line."""
+    total = kept + malformed
+    if total == 0:
         raise DataFormatError(f"{path} is empty")
-    if malformed > kept:
-        raise DataFormatError(f"{path}: {malformed} of {kept + malformed} lines are malformed "
-                              "(wrong number of fields or non-numeric ids); wrong file or format?")
+    share = malformed / total
+    message = (f"{path}: {malformed} of {total} lines are malformed ({share:.1%}); "
+               f"the first is {first_bad}")
+    if kept == 0 or share > max_malformed:
+        raise DataFormatError(f"{message}. Wrong file or format? (max_malformed={max_malformed} "
+                              "is the share a load accepts)")
+    if share > WARN_MALFORMED:
+        warnings.warn(f"{message}; those lines are dropped", stacklevel=3)
+
+
+def _why_bad(fields: list[str], names: list[str], ints: tuple[str, ...],
+             floats: tuple[str, ...]) -> str | None:
+    """Why a parsed line does not fit ``names`` (None when it does)."""
+    if len(fields) != len(names):
+        return f"{len(fields)} fields where {len(names)} ({', '.join(names)}) are expected"
+    for name, field in zip(names, fields):
+        if name not in ints and name not in floats:
+            continue
+        try:
+            value = float(field)
+        except ValueError:
+            return f"{name} {field!r} is not a number"
+        if name in ints and not (value % 1 == 0 and -_INT64 <= value < _INT64):
+            return f"{name} {field!r} is not an integer within int64"
+        if not np.isfinite(value):
+            return f"{name} {field!r} is not finite"
+    return None
+
+
+def _first_bad_line(raw: bytes, sep: str, names: list[str], ints: tuple[str, ...],
+                    floats: tuple[str, ...], header: bool, encoding: str, quoting: int) -> str:
+    """``"line N (<text>): <why>"`` for the first line :func:`read_table` drops."""
+    text = raw.decode(encoding, errors="replace")
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quoting=quoting)
+    for i, fields in enumerate(reader):
+        if (header and i == 0) or not fields:
+            continue
+        why = _why_bad(fields, names, ints, floats)
+        if why is not None:
+            return f"line {reader.line_num} ({_shown(sep.join(fields))}): {why}"
+    return "a line the csv module reads differently from pandas"
+
+
+def _shown(line: str, width: int = 80) -> str:
+    """A line quoted for an error message, cut to ``width`` characters."""
+    return repr(line if len(line) <= width else line[: width - 3] + "...")
 
 
 def read_table(path: Path, sep: str, names: list[str], *, ints: tuple[str, ...] = (),
                floats: tuple[str, ...] = (), header: bool = False, encoding: str = "utf-8",
-               quoting: int = csv.QUOTE_NONE) -> pd.DataFrame:
+               quoting: int = csv.QUOTE_NONE, max_malformed: float = MAX_MALFORMED) -> pd.DataFrame:
     """Read a delimited file, dropping and counting lines that do not fit ``names``.
 
     A line is malformed when it has another number of fields than ``names``, or when a
-    column in ``ints`` is not an integer or one in ``floats`` is not a number. ``sep`` may
-    be several characters (``"::"``). Returns the good rows (index 0..n-1, ``ints`` as
-    int64, ``floats`` as float64, other columns as str) with ``attrs["malformed"]``.
+    column in ``ints`` is not an integer in int64's range, or one in ``floats`` is not a
+    finite number (``inf`` and ``nan`` are malformed). ``sep`` may be several characters
+    (``"::"``). Returns the good rows (index 0..n-1, ``ints`` as int64, ``floats`` as
+    float64, other columns as str) with ``attrs["malformed"]``; see the module docstring
+    for when it warns or refuses the file.
     """
     raw = Path(path).read_bytes()
     if len(sep) > 1:
@@ -64,58 +119,83 @@ def read_table(path: Path, sep: str, names: list[str], *, ints: tuple[str, ...] 
     lines = raw.splitlines()
     n_lines = len(lines) - lines.count(b"") - int(header and bool(lines))
     extra = "_extra"  # catches a surplus field (too-long lines are cut at len(names) + 1)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            df = pd.read_csv(io.BytesIO(raw), sep=sep, header=None, skiprows=int(header),
-                             names=[*names, extra], index_col=False, on_bad_lines="skip",
-                             encoding=encoding, quoting=quoting, keep_default_na=False,
-                             na_values=[], dtype={extra: str})
-    except pd.errors.EmptyDataError:
-        df = pd.DataFrame(columns=[*names, extra])
+    def parse(as_text: tuple[str, ...]) -> pd.DataFrame:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                return pd.read_csv(io.BytesIO(raw), sep=sep, header=None, skiprows=int(header),
+                                   names=[*names, extra], index_col=False, on_bad_lines="skip",
+                                   encoding=encoding, quoting=quoting, keep_default_na=False,
+                                   na_values=[], dtype={c: str for c in (*as_text, extra)})
+        except pd.errors.EmptyDataError:
+            return pd.DataFrame(columns=[*names, extra])
+
+    df = parse(())
+    if any(df[c].dtype != np.int64 for c in ints):  # a bad or huge id: read ids as text, exactly
+        df = parse(ints)
     bad = (df[extra] != "").to_numpy() | df[names].isna().any(axis=1).to_numpy()
     for col in (*ints, *floats):
         values = pd.to_numeric(df[col], errors="coerce")  # "" and "x" become NaN
-        bad |= values.isna().to_numpy()
-        if col in ints:
-            bad |= (values % 1 != 0).to_numpy()
-        df[col] = values
+        bad |= ~np.isfinite(values.to_numpy(dtype=np.float64))  # NaN, inf
+        if col in ints:  # an id beyond int64 would wrap to a negative number
+            bad |= ((values % 1 != 0) | (values >= _INT64) | (values < -_INT64)).to_numpy()
     df = df.loc[~bad, names].reset_index(drop=True)
+    for col in (*ints, *floats):  # again, on good rows only: one huge id no longer makes all floats
+        df[col] = pd.to_numeric(df[col])
     malformed = n_lines - len(df)
-    _check_counts(path, len(df), malformed)
+    first_bad = (_first_bad_line(raw, sep, names, ints, floats, header, encoding, quoting)
+                 if malformed else "")
+    _check_counts(path, len(df), malformed, max_malformed, first_bad)
     df = df.astype({**{c: "int64" for c in ints}, **{c: "float64" for c in floats}})
     df.attrs["malformed"] = malformed
     return df
 
 
-def read_sequence_file(path: str | os.PathLike) -> pd.DataFrame:
+def _sequence_line_error(line: bytes) -> str | None:
+    """Why one stripped, single-spaced line of a sequence file is malformed (None if fine)."""
+    if line.translate(None, b"0123456789 "):
+        return "a token is not a non-negative integer"
+    if b" " not in line:
+        return "a user id with no item"
+    if len(line) > 18 and any(len(t) > 18 and int(t) >= _INT64 for t in line.split()):
+        return "an id beyond int64"
+    return None
+
+
+def read_sequence_file(path: str | os.PathLike, max_malformed: float = MAX_MALFORMED) -> pd.DataFrame:
     """An S3-Rec-format file (``user item item ...`` per line, oldest first) as a frame.
 
-    Returns ``user_id``, ``item_id``, ``timestamp`` (int64), one row per item, in file order;
-    ``timestamp`` is the item's position in its user's line (0, 1, 2, ...). Lines with a
-    non-integer token or no item are dropped and counted in ``attrs["malformed"]``.
+    Returns ``user_id``, ``item_id``, ``timestamp`` (int64), one row per item, in file order.
+    A user on several lines gets the items of all of them, appended in file order (the
+    natural reading of the format: the file lists each user's items oldest first), and
+    ``timestamp`` is the item's position in that whole history (0, 1, 2, ...), so a
+    chronological sort keeps it. Lines with a token that is not an integer in int64's
+    range, or with no item, are dropped and counted in ``attrs["malformed"]``; see the
+    module docstring for when it warns or refuses the file.
     """
     # Parsing every token in Python takes ~0.4 s on Beauty; pandas' C parser ~0.05 s.
     raw = Path(path).read_bytes()
     lines = raw.splitlines()
     if any(odd in raw for odd in (b"\t", b"  ", b"\f", b"\v")):  # make every separator one space
         lines = [b" ".join(line.split()) for line in lines]
-    lines = [line.strip() for line in lines if line.strip()]
-    good = [line for line in lines if b" " in line and not line.translate(None, b"0123456789 ")]
-    malformed = len(lines) - len(good)
-    _check_counts(path, len(good), malformed)
+    numbered = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
+    errors = [_sequence_line_error(line) for _, line in numbered]
+    good = [line for (_, line), error in zip(numbered, errors) if error is None]
+    malformed = len(numbered) - len(good)
+    first_bad = ""
+    if malformed:
+        at = next(j for j, error in enumerate(errors) if error is not None)
+        number, line = numbered[at]
+        first_bad = f"line {number} ({_shown(line.decode(errors='replace'))}): {errors[at]}"
+    _check_counts(path, len(good), malformed, max_malformed, first_bad)
     tokens = pd.read_csv(io.BytesIO(b"\n".join(good).replace(b" ", b"\n")), header=None,
                          dtype=np.int64)[0].to_numpy()
     lengths = np.array([line.count(b" ") for line in good], dtype=np.int64)  # items per line
     heads = np.cumsum(lengths + 1) - (lengths + 1)  # where each line's user id sits
     is_item = np.ones(len(tokens), dtype=bool)
     is_item[heads] = False
-    starts = np.cumsum(lengths) - lengths
-    df = pd.DataFrame({
-        "user_id": np.repeat(tokens[heads], lengths),
-        "item_id": tokens[is_item],
-        "timestamp": np.arange(lengths.sum(), dtype=np.int64) - np.repeat(starts, lengths),
-    })
+    df = pd.DataFrame({"user_id": np.repeat(tokens[heads], lengths), "item_id": tokens[is_item]})
+    df["timestamp"] = df.groupby("user_id", sort=False).cumcount().astype(np.int64)
     df.attrs["malformed"] = malformed
     return df
 
@@ -126,12 +206,13 @@ def _path(root: Path, spec: DatasetSpec, filename: str) -> Path:
     return root / rel
 
 
-def load_interactions(name: str, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_interactions(name: str, data_dir: str | os.PathLike | None = None, *,
+                      max_malformed: float = MAX_MALFORMED) -> pd.DataFrame:
     """Every interaction of data set ``name``, in file order (see the module docstring)."""
     spec = get_spec(name)
     root = fetch(name, data_dir)
     ratings = ["user_id", "item_id", "rating", "timestamp"]
-    kw = dict(ints=("user_id", "item_id", "timestamp"), floats=("rating",))
+    kw = dict(ints=("user_id", "item_id", "timestamp"), floats=("rating",), max_malformed=max_malformed)
     if spec.kind == "ml-100k":
         df = read_table(_path(root, spec, "u.data"), "\t", ratings, **kw)
     elif spec.kind == "ml-1m":
@@ -139,7 +220,7 @@ def load_interactions(name: str, data_dir: str | os.PathLike | None = None) -> p
     elif spec.kind == "ml-latest":
         df = read_table(_path(root, spec, "ratings.csv"), ",", ratings, header=True, **kw)
     elif spec.kind == "sequence":
-        df = read_sequence_file(root / next(iter(spec.files)))
+        df = read_sequence_file(root / next(iter(spec.files)), max_malformed)
     else:
         raise ValueError(f"no interaction loader for kind {spec.kind!r} (dataset {name!r})")
     out = df[[c for c in COLUMNS if c in df]]
@@ -163,13 +244,14 @@ def _genre_lists(genres: pd.Series) -> pd.Series:
     return genres.map(lambda s: [g for g in s.split("|") if g and g not in _NO_GENRE])
 
 
-def _movielens_100k_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
-    genre_names = read_table(_path(root, spec, "u.genre"), "|", ["genre", "index"], ints=("index",))
+def _movielens_100k_items(root: Path, spec: DatasetSpec, max_malformed: float) -> pd.DataFrame:
+    genre_names = read_table(_path(root, spec, "u.genre"), "|", ["genre", "index"], ints=("index",),
+                             max_malformed=max_malformed)
     genre_names = genre_names.sort_values("index")["genre"].tolist()
     flags = [f"g{i}" for i in range(len(genre_names))]
     df = read_table(_path(root, spec, "u.item"), "|",
                     ["item_id", "title", "release_date", "video_release_date", "imdb_url", *flags],
-                    ints=("item_id", *flags), encoding="latin-1")
+                    ints=("item_id", *flags), encoding="latin-1", max_malformed=max_malformed)
     title, year = split_title(df["title"])
     release = pd.to_datetime(df["release_date"], format="%d-%b-%Y", errors="coerce")
     year = year.fillna(release.dt.year.astype("Int64"))
@@ -181,9 +263,9 @@ def _movielens_100k_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
     return out
 
 
-def _movielens_1m_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
+def _movielens_1m_items(root: Path, spec: DatasetSpec, max_malformed: float) -> pd.DataFrame:
     df = read_table(_path(root, spec, "movies.dat"), "::", ["item_id", "title", "genres"],
-                    ints=("item_id",), encoding="latin-1")
+                    ints=("item_id",), encoding="latin-1", max_malformed=max_malformed)
     title, year = split_title(df["title"])
     out = pd.DataFrame({"item_id": df["item_id"], "title": title, "year": year,
                         "genres": _genre_lists(df["genres"])})
@@ -191,11 +273,12 @@ def _movielens_1m_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
     return out
 
 
-def _movielens_latest_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
+def _movielens_latest_items(root: Path, spec: DatasetSpec, max_malformed: float) -> pd.DataFrame:
     df = read_table(_path(root, spec, "movies.csv"), ",", ["item_id", "title", "genres"],
-                    ints=("item_id",), header=True, quoting=csv.QUOTE_MINIMAL)
+                    ints=("item_id",), header=True, quoting=csv.QUOTE_MINIMAL, max_malformed=max_malformed)
     tags = read_table(_path(root, spec, "tags.csv"), ",", ["user_id", "item_id", "tag", "timestamp"],
-                      ints=("user_id", "item_id", "timestamp"), header=True, quoting=csv.QUOTE_MINIMAL)
+                      ints=("user_id", "item_id", "timestamp"), header=True, quoting=csv.QUOTE_MINIMAL,
+                      max_malformed=max_malformed)
     per_item = tags.groupby("item_id", sort=False)["tag"].agg(lambda s: list(dict.fromkeys(s)))
     title, year = split_title(df["title"])
     out = pd.DataFrame({"item_id": df["item_id"], "title": title, "year": year,
@@ -205,18 +288,19 @@ def _movielens_latest_items(root: Path, spec: DatasetSpec) -> pd.DataFrame:
     return out
 
 
-def load_items(name: str, data_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+def load_items(name: str, data_dir: str | os.PathLike | None = None, *,
+               max_malformed: float = MAX_MALFORMED) -> pd.DataFrame:
     """One row per item of data set ``name``, sorted by ``item_id`` (see the module docstring)."""
     spec = get_spec(name)
     root = fetch(name, data_dir)
     if spec.kind == "ml-100k":
-        out = _movielens_100k_items(root, spec)
+        out = _movielens_100k_items(root, spec, max_malformed)
     elif spec.kind == "ml-1m":
-        out = _movielens_1m_items(root, spec)
+        out = _movielens_1m_items(root, spec, max_malformed)
     elif spec.kind == "ml-latest":
-        out = _movielens_latest_items(root, spec)
+        out = _movielens_latest_items(root, spec, max_malformed)
     elif spec.kind == "sequence":
-        seq = read_sequence_file(root / next(iter(spec.files)))
+        seq = read_sequence_file(root / next(iter(spec.files)), max_malformed)
         out = pd.DataFrame({"item_id": np.unique(seq["item_id"].to_numpy())})
         out.attrs["malformed"] = seq.attrs["malformed"]
     else:

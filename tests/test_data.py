@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import data, datasets
+from helpers import data, datasets, preprocess
 from helpers.data import DataFormatError
 
 SHARED = Path(os.environ.get("COURSE_DATA_DIR") or datasets.REPO_ROOT.parent / "shared" / "data")
@@ -122,7 +122,10 @@ def test_malformed_rows_are_dropped_and_counted(tmp_path, monkeypatch):
              *[b"4\t%d\t1\t%d" % (i, 200 + i) for i in range(4)]]
     write_dataset(monkeypatch, tmp_path, "ml-100k", {"ml-100k/u.data": b"\n".join(lines) + b"\n",
                                                      "ml-100k/u.item": b"", "ml-100k/u.genre": b""})
-    df = data.load_interactions("ml-100k", tmp_path)
+    with pytest.raises(DataFormatError, match=r"5 of 11 lines are malformed.*first is line 2 \('1\\t11\\t3'\): 3 fields"):
+        data.load_interactions("ml-100k", tmp_path)
+    with pytest.warns(UserWarning, match="5 of 11 lines are malformed"):
+        df = data.load_interactions("ml-100k", tmp_path, max_malformed=0.5)
     assert df.attrs["malformed"] == 5  # too short, user "x", item 1.5, too long, rating "five"
     assert df.values.tolist() == [[1, 10, 100, 4.0], [3, 15, 105, 2.0],
                                   *[[4, i, 200 + i, 1.0] for i in range(4)]]
@@ -131,8 +134,9 @@ def test_malformed_rows_are_dropped_and_counted(tmp_path, monkeypatch):
 def test_a_long_first_line_is_malformed_not_truncated(tmp_path):
     path = tmp_path / "u.data"
     path.write_bytes(b"1\t2\t3\t4\t5\n6\t7\t8\t9\n10\t11\t12\t13\n")
-    df = data.read_table(path, "\t", ["user_id", "item_id", "rating", "timestamp"],
-                         ints=("user_id", "item_id", "timestamp"), floats=("rating",))
+    with pytest.warns(UserWarning, match=r"line 1 \('1\\t2\\t3\\t4\\t5'\): 5 fields"):
+        df = data.read_table(path, "\t", ["user_id", "item_id", "rating", "timestamp"],
+                             ints=("user_id", "item_id", "timestamp"), floats=("rating",), max_malformed=0.5)
     assert df["user_id"].tolist() == [6, 10] and df.attrs["malformed"] == 1
 
 
@@ -157,7 +161,8 @@ def test_mostly_malformed_or_empty_files_raise(tmp_path):
 
 def test_sequence_file_positions_and_malformed_lines(tmp_path):
     (tmp_path / "s.txt").write_bytes(b"7 3 1 3\n8\n9 4 x\n\n5  2\t6 \r\n")
-    df = data.read_sequence_file(tmp_path / "s.txt")
+    with pytest.warns(UserWarning, match=r"2 of 4 lines.*line 2 \('8'\): a user id with no item"):
+        df = data.read_sequence_file(tmp_path / "s.txt", max_malformed=0.5)
     assert df.values.tolist() == [[7, 3, 0], [7, 1, 1], [7, 3, 2], [5, 2, 0], [5, 6, 1]]
     assert df.attrs["malformed"] == 2  # a user with no item, a non-numeric item
 
@@ -193,7 +198,8 @@ def test_movielens_100k_items_are_latin_1(tmp_path, monkeypatch):
     item = b"1|Caf\xe9 (1995)|01-Jan-1995||http://x|0|1|1\n2|unknown||||1|0|0\n3|broken|line\n"
     write_dataset(monkeypatch, tmp_path, "ml-100k",
                   {"ml-100k/u.data": b"1\t1\t5\t1\n", "ml-100k/u.item": item, "ml-100k/u.genre": genre})
-    items = data.load_items("ml-100k", tmp_path)
+    with pytest.warns(UserWarning, match=r"u.item: 1 of 3 lines.*line 3 \('3\|broken\|line'\)"):
+        items = data.load_items("ml-100k", tmp_path, max_malformed=0.5)
     assert items["title"].tolist() == ["Café", "unknown"] and items.attrs["malformed"] == 1
     assert items["genres"].tolist() == [["Action", "Drama"], []]
     assert items["year"].tolist() == [1995, pd.NA]
@@ -202,3 +208,41 @@ def test_movielens_100k_items_are_latin_1(tmp_path, monkeypatch):
 def test_unknown_name_is_refused():
     with pytest.raises(datasets.UnknownDataset, match="ml-100k"):
         data.load_interactions("movielens")
+
+
+# --- issue 12: no silent wrong results on bad input ---------------------------------------------
+
+def test_item01_user_on_two_lines_is_appended_in_file_order(tmp_path):
+    (tmp_path / "s.txt").write_text("1 10 11 12\n2 20 21 22\n1 13 14 15\n")
+    df = data.read_sequence_file(tmp_path / "s.txt")
+    ordered, _ = preprocess.sort_chronologically(df)
+    assert ordered.loc[ordered["user_id"] == 1, "item_id"].tolist() == [10, 11, 12, 13, 14, 15]
+    assert df.loc[df["user_id"] == 1, "timestamp"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert df.loc[df["user_id"] == 2, "timestamp"].tolist() == [0, 1, 2]
+
+
+def test_item02_malformed_lines_warn_then_refuse_naming_the_first(tmp_path):
+    good = [f"{u} {u + 1} {u + 2}" for u in range(1, 200)]
+    (tmp_path / "half.txt").write_text("\n".join(x for g in good[:100] for x in (g, f"{g} x")) + "\n")
+    with pytest.raises(DataFormatError, match=r"half.txt: 100 of 200 lines.*first is line 2 \('1 2 3 x'\): "
+                                              r"a token is not a non-negative integer"):
+        data.read_sequence_file(tmp_path / "half.txt")
+    (tmp_path / "few.txt").write_text("\n".join([*good[:150], "7", *good[150:]]) + "\n")
+    with pytest.warns(UserWarning, match=r"few.txt: 1 of 200 lines.*line 151 \('7'\)"):
+        assert data.read_sequence_file(tmp_path / "few.txt").attrs["malformed"] == 1
+
+
+def test_item03_inf_ratings_and_ids_beyond_int64_are_malformed(tmp_path):
+    names, kw = ["user_id", "item_id", "rating"], dict(ints=("user_id", "item_id"), floats=("rating",))
+    rows = [f"{u}\t{u}\t4" for u in range(1, 40)]
+    (tmp_path / "r.tsv").write_text("\n".join([*rows, "40\t40\tinf", "41\t99999999999999999999\t3",
+                                               "9223372036854775807\t42\t1"]) + "\n")
+    with pytest.warns(UserWarning, match=r"2 of 42 lines.*line 40 \('40\\t40\\tinf'\): rating 'inf' is not finite"):
+        df = data.read_table(tmp_path / "r.tsv", "\t", names, **kw)
+    assert df["rating"].max() == 4.0 and (df[["user_id", "item_id"]] > 0).all().all()
+    assert df["user_id"].iloc[-1] == 2**63 - 1  # the largest int64 is kept exactly
+    (tmp_path / "s.txt").write_text("\n".join([*(f"{u} {u}" for u in range(1, 40)),
+                                               "40 99999999999999999999 1"]) + "\n")
+    with pytest.warns(UserWarning, match=r"line 40 .*an id beyond int64"):
+        seq = data.read_sequence_file(tmp_path / "s.txt")
+    assert len(seq) == 39 and seq["item_id"].min() > 0
