@@ -34,6 +34,7 @@ from transformers import (AutoModelForSequenceClassification, PretrainedConfig, 
 from helpers.course import default_device, seed_everything
 from helpers.text import resolve_model
 from helpers.textdata import loader
+from helpers.train import amp_dtype, optimizer_step
 
 MODES = ("full", "top", "lora")
 
@@ -166,12 +167,6 @@ class FitResult:
     peak_memory: int | None  # torch.cuda.max_memory_allocated in bytes; None on CPU
 
 
-def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
-    if amp is False or (amp is None and device.type != "cuda"):
-        return None
-    return torch.bfloat16 if device.type != "cuda" or torch.cuda.is_bf16_supported() else torch.float16
-
-
 def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: PreTrainedTokenizerBase,
         config: FinetuneConfig, progress: bool = True) -> FitResult:
     """Train the trainable weights of ``model`` for ``config.steps`` steps; keep the best.
@@ -191,8 +186,8 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(config.warmup_fraction * config.steps),
                                                 config.steps)
-    amp_dtype = _amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     valid = loader(valid_data, tokenizer, config.eval_batch_size)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -205,15 +200,9 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
             start = time.perf_counter()
             batch = {k: v.to(device) for k, v in batch.items()}
             labels = batch.pop("labels")
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 loss = loss_fn(model(**batch).logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, params, config.grad_clip)
             scheduler.step()
             losses.append(loss.item())
             train_seconds += time.perf_counter() - start

@@ -40,6 +40,7 @@ class Profile:
     text_max_tokens: int = 128  # tokens kept of a history written as text
     finetune_batch_size: int = 16  # examples per fine-tuning step (a BERT step costs far more than SASRec's)
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
+    train_seconds: float | None = None  # training-time budget per model (seconds); None = epochs only
 
 
 PROFILES: dict[str, Profile] = {
@@ -53,6 +54,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
+        train_seconds=180,
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,

@@ -59,13 +59,15 @@ class TrainConfig:
     checkpoint: str | Path | None = None  # training state, rewritten after every epoch
     resume: bool = False  # continue from `checkpoint` when it exists
     amp: bool | None = None  # mixed precision; None = on CUDA only (bf16, else fp16)
+    max_seconds: float | None = None  # time budget (training + validation); None = epochs only
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
-        """The sizes a run profile sets (epochs, batch, lr, patience, max_len)."""
+        """The sizes a run profile sets (epochs, batch, lr, patience, max_len, time budget)."""
         return cls(**{"epochs": profile.epochs, "batch_size": profile.batch_size, "lr": profile.lr,
                       "patience": profile.patience, "max_len": profile.max_len,
-                      "eval_batch_size": profile.eval_batch_size, **overrides})
+                      "eval_batch_size": profile.eval_batch_size, "max_seconds": profile.train_seconds,
+                      **overrides})
 
 
 @dataclass
@@ -74,6 +76,7 @@ class TrainResult:
     best_epoch: int  # the epoch whose weights the model holds after `train`
     best_metric: float  # its validation `metric`
     metric: str
+    stopped: str = "epochs"  # why training ended: "epochs", "patience" or "budget" (max_seconds)
 
 
 # ---------------------------------------------------------------- the loop
@@ -95,12 +98,25 @@ def _schedule(total: int, warmup: int, cosine: bool) -> Callable[[int], float]:
     return factor
 
 
-def _amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+def amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: None (off) unless asked or on CUDA; bf16 where supported, else fp16."""
     if amp is False or (amp is None and device.type != "cuda"):
         return None
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return torch.float16
     return torch.bfloat16
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   params, grad_clip: float | None) -> None:
+    """Backward (loss-scaled under fp16), clip the global gradient norm, step, update the scaler."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if grad_clip is not None:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def _validate(model: nn.Module, eval_set: EvalSet, n_items: int, config: TrainConfig) -> dict:
@@ -131,6 +147,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     """Train ``model`` on ``split.train``, early-stop on ``split.valid``, keep the best epoch.
 
     AdamW, gradient clipping, optional warm-up and cosine decay, mixed precision on CUDA.
+    With ``config.max_seconds`` training stops after the batch that exhausts the budget,
+    validates that partial epoch and keeps the best epoch seen (``result.stopped == "budget"``).
     After every epoch the full training state goes to ``config.checkpoint`` (atomically);
     with ``config.resume`` a later call continues from it. On return the model holds the
     weights of the best validation epoch. ``on_epoch(model, row)``, if given, runs after each
@@ -144,8 +162,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     warmup = max(config.warmup_steps, round(config.warmup_fraction * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, warmup, config.cosine))
-    amp_dtype = _amp_dtype(config.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast = amp_dtype(config.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": float("-inf"),
              "bad_evals": 0, "best_model": copy.deepcopy(model.state_dict())}
     path = Path(config.checkpoint) if config.checkpoint else None
@@ -160,8 +178,12 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
     quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
+    started, stopped = time.perf_counter(), "epochs"
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if state["bad_evals"] >= config.patience:
+            stopped = "patience"
+            break
+        if stopped == "budget":
             break
         model.train()
         generator = torch.Generator().manual_seed(config.seed + epoch)
@@ -169,21 +191,18 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         for input_ids, labels in tqdm(batches.epoch(generator), total=len(batches), disable=quiet,
                                       desc=f"epoch {epoch}", leave=False):
             input_ids, labels = input_ids.to(device), labels.to(device)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 _, loss = model(input_ids, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            optimizer_step(loss, optimizer, scaler, model.parameters(), config.grad_clip)
             scheduler.step()
             n = int((labels != IGNORE).sum())
             total_loss, n_targets = total_loss + loss.item() * n, n_targets + n
+            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+                stopped = "budget"
+                break
         row = {"epoch": epoch, "loss": total_loss / max(n_targets, 1),
                "seconds": time.perf_counter() - start}
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        if epoch % config.eval_every == 0 or epoch == config.epochs or stopped == "budget":
             model.eval()
             metrics = _validate(model, split.valid, split.n_items, config)
             row.update({f"valid_{k}": metrics[k] for k in dict.fromkeys(["hr@10", "ndcg@10", config.metric])})
@@ -208,7 +227,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     model.load_state_dict(state["best_model"])
     model.eval()
     return TrainResult(pd.DataFrame(state["history"]), state["best_epoch"], state["best_metric"],
-                       config.metric)
+                       config.metric, stopped)
 
 
 def plot_history(result: TrainResult, ax=None):

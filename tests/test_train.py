@@ -78,9 +78,9 @@ def test_schedule_warmup_then_cosine():
 
 def test_amp_only_on_cuda_unless_asked():
     cpu = torch.device("cpu")
-    assert train_module._amp_dtype(None, cpu) is None
-    assert train_module._amp_dtype(True, cpu) is torch.bfloat16
-    assert train_module._amp_dtype(False, torch.device("cuda")) is None
+    assert train_module.amp_dtype(None, cpu) is None
+    assert train_module.amp_dtype(True, cpu) is torch.bfloat16
+    assert train_module.amp_dtype(False, torch.device("cuda")) is None
 
 
 # ---------------------------------------------------------------- the loop
@@ -150,3 +150,20 @@ def test_cpu_bf16_autocast_runs_and_plot(tmp_path):
     assert np.isfinite(result.history["loss"]).all()
     ax = plot_history(result)
     assert ax.get_xlabel() == "epoch"
+
+
+def test_time_budget_stops_after_one_batch_and_keeps_a_validated_model():
+    split = successor_split()
+    model = tiny_sasrec()
+    config = TrainConfig(epochs=50, batch_size=8, max_len=8, max_seconds=0.0, patience=50)
+    result = train(model, split, config, progress=False)
+    assert result.stopped == "budget"
+    assert len(result.history) == 1 and result.best_epoch == 1
+    assert not np.isnan(result.history["valid_ndcg@10"].iloc[0])
+    assert result.history["loss"].iloc[0] > 0
+
+
+def test_patience_is_reported_as_the_reason_to_stop():
+    result = train(tiny_sasrec(), successor_split(), TrainConfig(epochs=20, batch_size=8, max_len=8,
+                                                                  patience=1, lr=0.0), progress=False)
+    assert result.stopped == "patience" and len(result.history) == 2
