@@ -208,11 +208,12 @@ class Recommender:
         if not found:
             return None
         if len(found) > 1:
-            raise AmbiguousTitle(entry, {self._raw(i): f"{self.items.at[i, 'title']} ({self.items.at[i, 'year']})"
+            raise AmbiguousTitle(entry, {self.raw_id(i): f"{self.items.at[i, 'title']} ({self.items.at[i, 'year']})"
                                          for i in found})
         return int(found[0])
 
-    def _raw(self, item: int):
+    def raw_id(self, item: int):
+        """The raw ID of course item ``item``."""
         raw = self.items.at[int(item), "raw_id"]
         return raw.item() if isinstance(raw, np.generic) else raw
 
@@ -251,10 +252,10 @@ class Recommender:
         for item, score, because in zip(top.tolist(), values.tolist(), reasons):
             genres = set(self.items.at[item, "genres"])
             shared = sorted(genres.intersection(*[set(self.items.at[b, "genres"]) for b in because])) if because else []
-            recs.append(Recommendation(self._raw(item), self.items.at[item, "title"], score,
-                                       [self._raw(b) for b in because],
+            recs.append(Recommendation(self.raw_id(item), self.items.at[item, "title"], score,
+                                       [self.raw_id(b) for b in because],
                                        [self.items.at[b, "title"] for b in because], shared))
-        return Answer(recs, source, [self._raw(i) for i in ids])
+        return Answer(recs, source, [self.raw_id(i) for i in ids])
 
     def _reasons(self, ids: np.ndarray, top: torch.Tensor, n: int) -> list[list[int]]:
         """For each recommended item, the ``n`` history items (course IDs) that drove it most."""
