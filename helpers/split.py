@@ -25,6 +25,12 @@ class EvalSet:
     histories: list[np.ndarray]  # N arrays of item ids, oldest first
     targets: np.ndarray  # (N,) the item that came next
 
+    def __post_init__(self) -> None:
+        sizes = {"users": len(self.users), "histories": len(self.histories), "targets": len(self.targets)}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"an EvalSet needs one user and one history per target, got "
+                             f"{', '.join(f'{n} {k}' for k, n in sizes.items())}")
+
     def __len__(self) -> int:
         return len(self.targets)
 
@@ -67,6 +73,21 @@ def user_sequences(df: pd.DataFrame, column: str = "item_id") -> tuple[np.ndarra
     return users, np.split(df[column].to_numpy()[order], starts[1:])
 
 
+def _check_frame(df: pd.DataFrame, n_items: int | None) -> int:
+    """Refuse an empty frame or item ids outside ``1..n_items``; return ``n_items``."""
+    missing = {"user_id", "item_id", "timestamp"}.difference(df.columns)
+    if missing:
+        raise ValueError(f"the frame lacks the column(s) {sorted(missing)}")
+    if df.empty:
+        raise ValueError("the frame is empty: nothing to split (did a cleaning step drop every row?)")
+    n_items = int(df["item_id"].max()) if n_items is None else int(n_items)
+    low, high = int(df["item_id"].min()), int(df["item_id"].max())
+    if low < 1 or high > n_items:
+        raise ValueError(f"item ids must be 1..n_items={n_items} (0 is PAD), got {low}..{high}; "
+                         "reindex first (helpers.preprocess.reindex or prepare)")
+    return n_items
+
+
 def check_chronological(df: pd.DataFrame) -> None:
     """Raise if some user's rows are not in time order (a split would leak the future)."""
     if (df.groupby("user_id", sort=False)["timestamp"].diff() < 0).any():
@@ -79,12 +100,16 @@ def leave_one_out(df: pd.DataFrame, n_items: int | None = None) -> Split:
 
     Users need at least 3 interactions (one to learn from, one to validate, one to
     test); shorter users are kept for training only. The test history includes the
-    validation item, as in SASRec, BERT4Rec and S3-Rec.
+    validation item, as in SASRec, BERT4Rec and S3-Rec. Raises ``ValueError`` for an
+    empty frame, item ids outside ``1..n_items``, or when no user has 3 interactions.
     """
+    n_items = _check_frame(df, n_items)
     check_chronological(df)
     users, seqs = user_sequences(df)
-    n_items = int(df["item_id"].max()) if n_items is None else n_items
     keep = np.array([len(s) >= 3 for s in seqs], dtype=bool)
+    if not keep.any():
+        raise ValueError(f"no user has the 3 interactions leave-one-out needs (the longest has "
+                         f"{max(len(s) for s in seqs)}): nothing to validate or test on")
     train = [s[:-2] if k else s for s, k in zip(seqs, keep)]
     ev_users = users[keep]
     ev_seqs = [s for s, k in zip(seqs, keep) if k]
@@ -105,8 +130,8 @@ def temporal_split(df: pd.DataFrame, valid_quantile: float = 0.8, test_quantile:
     """
     if not 0 < valid_quantile <= test_quantile < 1:
         raise ValueError("need 0 < valid_quantile <= test_quantile < 1")
+    n_items = _check_frame(df, n_items)
     check_chronological(df)
-    n_items = int(df["item_id"].max()) if n_items is None else n_items
     t_valid, t_test = df["timestamp"].quantile([valid_quantile, test_quantile]).to_numpy()
     users, seqs = user_sequences(df)
     _, times = user_sequences(df, "timestamp")

@@ -130,3 +130,28 @@ def test_unsorted_rows_are_refused():
     for make in (leave_one_out, lambda d: temporal_split(d, 0.5, 0.8)):
         with pytest.raises(ValueError, match="sort_chronologically"):
             make(df)
+
+
+# --- issue 12: bad input fails here, naming the cause, not later in training -----------------------
+
+def test_item08_evalset_with_mismatched_lengths_is_refused():
+    from helpers.split import EvalSet
+
+    with pytest.raises(ValueError, match="3 users, 3 histories, 2 targets"):
+        EvalSet(np.arange(3), [np.array([1]), np.array([2]), np.array([3])], np.array([4, 5]))
+    with pytest.raises(ValueError, match="2 users, 3 histories, 3 targets"):
+        EvalSet(np.arange(2), [np.array([1])] * 3, np.array([4, 5, 6]))
+    assert len(EvalSet(np.arange(0), [], np.zeros(0, dtype=np.int64))) == 0
+
+
+def test_no_user_with_three_events_empty_frame_and_bad_ids_are_named():
+    with pytest.raises(ValueError, match="no user has the 3 interactions.*the longest has 2"):
+        leave_one_out(frame([(1, 1, 0), (1, 2, 1), (2, 3, 0)]))
+    with pytest.raises(ValueError, match="frame is empty"):
+        leave_one_out(frame([]))
+    with pytest.raises(ValueError, match="frame is empty"):
+        temporal_split(frame([]))
+    with pytest.raises(ValueError, match=r"item ids must be 1..n_items=3.*got 1..9"):
+        leave_one_out(frame([(1, 1, 0), (1, 2, 1), (1, 9, 2)]), n_items=3)
+    with pytest.raises(ValueError, match=r"got 0..2"):
+        leave_one_out(frame([(1, 0, 0), (1, 2, 1), (1, 1, 2)]))
