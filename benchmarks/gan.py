@@ -25,20 +25,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import gan, synth_eval
+from helpers import gan, registry, synth_eval
 from helpers.profile import Profile, get_profile
-
-sys.path.insert(0, str(Path(__file__).parent))
-from run import MODELS, load_split  # noqa: E402
 
 
 def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(evaluation table, one row per generator, plus the adversarial training history)."""
-    s = load_split(dataset, p, seed)
+    s = registry.load_split(dataset, p, seed)
     real = [t[-p.max_len:] for t in s.train if len(t)]
     start = time.perf_counter()
-    torch.manual_seed(seed)
-    mle = MODELS["gru4rec"](s, p).eval()  # trained by maximum likelihood at gru4rec.LR
+    mle = registry.fit("gru4rec", s, p, seed=seed, progress=False)  # maximum likelihood, the registry's settings
     mle_s = time.perf_counter() - start
     adv = copy.deepcopy(mle)
     disc = gan.Discriminator(gan.DiscriminatorConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout))
@@ -58,9 +54,8 @@ def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFra
     rows = {}
     for name, (compared, training) in sets.items():
         row = synth_eval.report(a, compared, s.n_items, seed=seed)
-        torch.manual_seed(seed)
-        tstr = synth_eval.train_on(training, s, lambda t: MODELS["sasrec"](t, p), ks=(10,),
-                                   batch_size=p.eval_batch_size)
+        tstr = synth_eval.train_on(training, s, lambda t: registry.fit("sasrec", t, p, seed=seed, progress=False),
+                                   ks=(10,), batch_size=p.eval_batch_size)
         rows[name] = {**row, "TSTR hr@10": tstr["hr@10"], "TSTR ndcg@10": tstr["ndcg@10"]}
         print(f"{name:28s} AUC {row['two_sample_auc']:.3f} TSTR ndcg@10 {tstr['ndcg@10']:.4f}", file=sys.stderr)
     table = pd.DataFrame(rows).T

@@ -7,8 +7,11 @@
 Each row: full-ranking test metrics (leave-one-out, seen items excluded) with 95% bootstrap
 confidence intervals for HR@10 and NDCG@10, and the seconds spent fitting and evaluating.
 Data: ``preprocess.prepare`` (5-core, the profile's user subset) then
-``split.leave_one_out``; models are fitted on ``split.train`` only. Later notebooks add
-their models to ``MODELS``. Set COURSE_DATA_DIR to use a local copy of the data.
+``split.leave_one_out`` (``registry.load_split``); models are the registry's
+(``helpers.registry.MODELS``), fitted on ``split.train`` only, so every number here is the
+one a notebook gets for the same model and profile. Trained models come from the model
+cache when they are there (``COURSE_RETRAIN=1`` retrains). Set COURSE_DATA_DIR to use a
+local copy of the data.
 """
 
 from __future__ import annotations
@@ -17,61 +20,21 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from helpers import baselines, bigram, data, evaluate, gru4rec, preprocess, sasrec, split, train
+from helpers import evaluate, registry
 from helpers.profile import Profile, get_profile
-
-
-def _bigram(s: split.Split, p: Profile):
-    model = bigram.NeuralBigram(bigram.BigramConfig(s.n_items, hidden=p.hidden))
-    train.train(model, s, train.TrainConfig.from_profile(p, max_len=1), progress=False)
-    return model
-
-
-def _trained(model, s: split.Split, p: Profile, **config):
-    train.train(model, s, train.TrainConfig.from_profile(p, **config), progress=False)
-    return model
-
-
-def _sasrec(s: split.Split, p: Profile):
-    config = sasrec.SASRecConfig(s.n_items, p.max_len, p.hidden, p.n_layers, p.n_heads, p.dropout)
-    return _trained(sasrec.SASRec(config), s, p)
-
-
-def _gru4rec(s: split.Split, p: Profile):
-    config = gru4rec.GRU4RecConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout)
-    return _trained(gru4rec.GRU4Rec(config), s, p, lr=gru4rec.LR)
-
-
-# name -> fit(split, profile) -> a fitted scorer (``max_len`` + ``score``)
-MODELS: dict[str, Callable[[split.Split, Profile], object]] = {
-    "pop": lambda s, p: baselines.MostPopular().fit(s.train, s.n_items),
-    "markov": lambda s, p: baselines.MarkovChain().fit(s.train, s.n_items),
-    "itemknn": lambda s, p: baselines.ItemKNN(window=5).fit(s.train, s.n_items),
-    "bigram": _bigram,
-    "gru4rec": _gru4rec,
-    "sasrec": _sasrec,
-}
-
-
-def load_split(name: str, profile: Profile, seed: int = 0) -> split.Split:
-    """The course's standard leave-one-out split of data set ``name`` under ``profile``."""
-    prepared = preprocess.prepare(data.load_interactions(name), k_core=(5, 5),
-                                  max_users=profile.max_users, seed=seed)
-    return split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
 
 
 def run(models: list[str], datasets: list[str], profile: Profile) -> pd.DataFrame:
     rows = []
     for dataset in datasets:
-        s = load_split(dataset, profile)
+        s = registry.load_split(dataset, profile)
         for name in models:
             start = time.perf_counter()
-            model = MODELS[name](s, profile)
+            model = registry.fit(name, s, profile, progress=False)
             fitted = time.perf_counter()
             result = evaluate.evaluate(model, s.test, s.n_items, batch_size=profile.eval_batch_size)
             done = time.perf_counter()
@@ -100,7 +63,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--models", nargs="+", default=registry.names(), choices=registry.names())
     parser.add_argument("--datasets", nargs="+", default=None, help="default: the profile's")
     parser.add_argument("--profile", default=None, help="ci, cpu or gpu (default: $COURSE_PROFILE)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
