@@ -41,6 +41,10 @@ class Profile:
     finetune_batch_size: int = 16  # examples per fine-tuning step (a BERT step costs far more than SASRec's)
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
     train_seconds: float | None = None  # training-time budget per model (seconds); None = epochs only
+    compare_models: tuple[str, ...] | None = None  # registry models in notebook 07's table; None = all
+    n_seeds: int = 5  # training seeds per model in notebook 07's variance study
+    seed_models: tuple[str, ...] = ("sasrec", "gru4rec")  # the models retrained with every seed
+    extra_train_seconds: float | None = None  # budget of each model 07 trains beyond the cached table
 
 
 PROFILES: dict[str, Profile] = {
@@ -49,12 +53,13 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
         finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3,
+        compare_models=("pop", "markov", "itemknn", "sasrec"), n_seeds=2,
     ),
     "cpu": Profile(
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
-        train_seconds=180,
+        train_seconds=180, n_seeds=3, extra_train_seconds=30,
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,
