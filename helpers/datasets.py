@@ -172,9 +172,26 @@ def check_file(path: Path, expected: str | None) -> str:
     return actual
 
 
+def checkout_root() -> Path | None:
+    """The course's source folder when ``helpers`` is imported from it (a clone or an editable
+    install), else ``None``: a regular ``pip install`` (the Colab cell's) puts ``helpers`` in
+    site-packages, where nothing of the course's may be written."""
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.is_file() and 'name = "next-item-course"' in pyproject.read_text(encoding="utf-8"):
+        return REPO_ROOT
+    return None
+
+
 def cache_dir() -> Path:
-    """``$COURSE_CACHE_DIR``, else ``data/`` at the repository root."""
-    return Path(os.environ.get(CACHE_ENV) or REPO_ROOT / "data")
+    """``$COURSE_CACHE_DIR``; else ``data/`` in the checkout; else the user cache folder.
+
+    The user cache is ``pooch.os_cache`` (``~/.cache/next-item-course`` on Linux, which honours
+    ``$XDG_CACHE_HOME``): downloads survive a change of working directory, never go to site-packages.
+    """
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    root = checkout_root()
+    return root / "data" if root is not None else Path(pooch.os_cache("next-item-course"))
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
