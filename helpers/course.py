@@ -1,9 +1,15 @@
 """What every notebook calls first (``setup``) and last (``record``).
 
 ``setup()`` seeds every random generator, picks the device, reads the run
-profile and sets the plot style. ``record()`` stores a headline number in
-``results/<notebook>.json`` so tests and benchmarks can read what a notebook
-measured instead of parsing its output.
+profile, sets the plot style and says what the profile will train and roughly
+how long it takes. ``record()`` stores a headline number in
+``results/<profile>/<notebook>.json`` so tests and benchmarks can read what a
+notebook measured instead of parsing its output; each profile keeps its own
+file, so a quick ``ci`` run never replaces the numbers of a ``cpu`` run.
+
+Where files go: ``$COURSE_RESULTS_DIR`` if set, else ``results/`` in the course's
+checkout, else (a regular ``pip install``, as on Colab) ``results/`` in the
+working directory, never site-packages.
 """
 
 from __future__ import annotations
@@ -12,16 +18,26 @@ import json
 import os
 import random
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from helpers.profile import Profile, get_profile
+from helpers.datasets import checkout_root
+from helpers.profile import ENV_VAR as PROFILE_ENV
+from helpers.profile import PROFILES, Profile, get_profile
 
 RESULTS_ENV = "COURSE_RESULTS_DIR"
-REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Rough wall time of one notebook, before this machine has measured its own (record() stores it).
+ROUGH_TIME = {
+    "ci": "about a minute (a smoke test: the numbers mean little)",
+    "cpu": "a few minutes to about half an hour on a laptop CPU, depending on the notebook",
+    "gpu": "tens of minutes to a few hours on one GPU",
+}
 
 
 @dataclass
@@ -30,6 +46,7 @@ class Session:
     profile: Profile
     device: torch.device
     seed: int
+    started: float = 0.0  # time.time() at setup: record() stores the run time so far
 
 
 _session: Session | None = None
@@ -48,56 +65,141 @@ def default_device() -> torch.device:
 
 
 def setup(notebook: str, seed: int = 0, profile: str | None = None) -> Session:
-    """Seed, choose the device and profile, set the plot style; print one summary line."""
+    """Seed, choose the device and profile, set the plot style; print what the run will do."""
     global _session
     seed_everything(seed)
-    _session = Session(notebook, get_profile(profile), default_device(), seed)
+    _session = Session(notebook, get_profile(profile), default_device(), seed, time.time())
     try:
         import matplotlib.pyplot as plt
     except ImportError:
         pass
     else:
-        plt.rcParams.update({"figure.figsize": (7, 4), "figure.dpi": 100,
-                             "axes.grid": True, "grid.alpha": 0.3,
+        # No global grid: it would cross images (confusion matrices) and double on twin axes;
+        # a plot that needs one asks for it (ax.grid(alpha=0.3)).
+        plt.rcParams.update({"figure.figsize": (7, 4), "figure.dpi": 100, "grid.alpha": 0.3,
                              "axes.spines.top": False, "axes.spines.right": False})
-    print(f"notebook {notebook} | profile {_session.profile.name} | device {_session.device} "
-          f"| torch {torch.__version__} | seed {seed}")
+    print(summary(_session))
     return _session
 
 
+def summary(session: Session) -> str:
+    """What ``setup`` prints: the run, what its profile trains, roughly how long, how to change it."""
+    p = session.profile
+    users = "all users" if p.max_users is None else f"{p.max_users} users each"
+    seconds = _last_run_seconds(session.notebook, p.name)
+    took = (f"the last {p.name} run of this notebook here took {seconds / 60:.1f} min"
+            if seconds is not None else f"roughly {ROUGH_TIME.get(p.name, 'unknown')}")
+    others = " | ".join(f"%env {PROFILE_ENV}={name}" for name in PROFILES if name != p.name)
+    return "\n".join([
+        f"notebook {session.notebook} | profile {p.name} | device {session.device} "
+        f"| torch {torch.__version__} | seed {session.seed}",
+        f"profile {p.name}: {', '.join(p.datasets)} ({users}); neural models up to {p.epochs} epochs "
+        f"(early stop after {p.patience} without gain), window {p.max_len}, width {p.hidden}, "
+        f"{p.n_layers} layers; BERT fine-tuning {p.finetune_steps} steps",
+        f"time: {took}",
+        f"another profile: run {others} (or set {PROFILE_ENV} before starting), then rerun this cell",
+    ])
+
+
 def results_dir() -> Path:
-    """``$COURSE_RESULTS_DIR``, else ``results/`` at the repository root."""
-    return Path(os.environ.get(RESULTS_ENV) or REPO_ROOT / "results")
+    """``$COURSE_RESULTS_DIR``; else ``results/`` in the checkout; else in the working directory."""
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
+    return (checkout_root() or Path.cwd()) / "results"
 
 
-def results_path(notebook: str) -> Path:
-    return results_dir() / f"{notebook}.json"
+def logs_dir() -> Path:
+    """Where TensorBoard logs go: ``runs/`` beside the results folder."""
+    return results_dir().parent / "runs"
+
+
+def _active_profile() -> str:
+    return _session.profile.name if _session is not None else get_profile().name
+
+
+def results_path(notebook: str, profile: str | None = None) -> Path:
+    """``results/<profile>/<notebook>.json`` (the active profile when ``profile`` is None)."""
+    return results_dir() / (profile or _active_profile()) / f"{notebook}.json"
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it and rerun the notebook "
+                         "that records it") from None
+
+
+def _last_run_seconds(notebook: str, profile: str) -> float | None:
+    path = results_path(notebook, profile)
+    try:
+        seconds = _read(path).get("seconds") if path.is_file() else None
+    except ValueError:
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
 
 
 def record(key: str, value: float, notebook: str | None = None) -> float:
     """Store ``value`` under ``key`` (e.g. ``"sasrec/ml-100k/ndcg@10"``) for this notebook.
 
-    The file is ``results/<notebook>.json``: ``{"profile": ..., "values": {key: value}}``,
-    rewritten atomically on every call. Returns ``value`` so it can be used inline.
+    The file is ``results/<profile>/<notebook>.json``:
+    ``{"profile": ..., "values": {key: value}, "seconds": ...}`` where ``seconds`` is the time
+    since ``setup`` (so after a full run it is about the notebook's run time, which the next
+    ``setup`` prints). The file is rewritten atomically on every call. Returns ``value`` so it
+    can be used inline.
     """
     if notebook is None:
         if _session is None:
             raise RuntimeError("call helpers.course.setup(<notebook name>) before record()")
         notebook = _session.notebook
-    profile = _session.profile.name if _session is not None else get_profile().name
-    path = results_path(notebook)
+    profile = _active_profile()
+    path = results_path(notebook, profile)
     path.parent.mkdir(parents=True, exist_ok=True)
-    stored = json.loads(path.read_text()) if path.exists() else {}
+    stored = _read(path) if path.exists() else {}
     if stored.get("profile") != profile:
         stored = {"profile": profile, "values": {}}
     stored["values"][key] = float(value)
+    if _session is not None and _session.notebook == notebook:
+        stored["seconds"] = round(time.time() - _session.started, 1)
     write_atomic(path, json.dumps(stored, indent=2, sort_keys=True))
     return value
 
 
-def load_results(notebook: str) -> dict:
-    """What a notebook recorded: ``{"profile": ..., "values": {...}}``."""
-    return json.loads(results_path(notebook).read_text())
+def load_results(notebook: str, profile: str | None = None) -> dict:
+    """What a notebook recorded in ``profile`` (default: the active one):
+    ``{"profile": ..., "values": {...}, ...}``.
+
+    A missing file is a ``FileNotFoundError`` saying which notebook and profile to run.
+    """
+    profile = profile or _active_profile()
+    path = results_path(notebook, profile)
+    if not path.is_file():
+        have = sorted(p.parent.name for p in results_dir().glob(f"*/{notebook}.json"))
+        raise FileNotFoundError(
+            f"{path} does not exist: run notebooks/{notebook}.ipynb with {PROFILE_ENV}={profile} "
+            f"first (results of this notebook exist for: {', '.join(have) or 'no profile'})")
+    return _read(path)
+
+
+def tensorboard(run: str, log_dir: str | os.PathLike | None = None) -> Callable[[torch.nn.Module, dict], None]:
+    """An ``on_epoch`` hook for ``helpers.train.train`` that logs each epoch's numbers to TensorBoard.
+
+    Logs go to ``log_dir``, else ``runs/<notebook>/<run>`` (see :func:`logs_dir`); watch them with
+    ``tensorboard --logdir runs`` (in Jupyter: ``%load_ext tensorboard`` then ``%tensorboard --logdir runs``).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    notebook = _session.notebook if _session is not None else "session"
+    writer = SummaryWriter(str(log_dir or logs_dir() / notebook / run))
+
+    def on_epoch(model: torch.nn.Module, row: dict) -> None:
+        for key, value in row.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                writer.add_scalar(key, value, row["epoch"])
+        writer.flush()
+
+    on_epoch.log_dir = writer.log_dir
+    return on_epoch
 
 
 def write_atomic(path: Path, text: str) -> None:

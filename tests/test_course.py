@@ -1,16 +1,41 @@
+import importlib.util
 import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import course
+from helpers import course, datasets
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+spec = importlib.util.spec_from_file_location("clean_notebooks", ROOT / "tools" / "clean_notebooks.py")
+clean_notebooks = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(clean_notebooks)
 
 
 @pytest.fixture
 def results(tmp_path, monkeypatch):
     monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture
+def regular_install(tmp_path, monkeypatch):
+    """``helpers`` as a regular pip install sees it: no checkout around it, no env overrides."""
+    monkeypatch.setattr(datasets, "REPO_ROOT", tmp_path / "site-packages")
+    for var in ("COURSE_RESULTS_DIR", "COURSE_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "content"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work
 
 
 def test_setup_seeds_and_reports(results, capsys):
@@ -23,19 +48,161 @@ def test_setup_seeds_and_reports(results, capsys):
     assert "profile ci" in capsys.readouterr().out
 
 
-def test_record_writes_json_per_notebook(results):
+def test_setup_says_what_the_profile_trains_how_long_and_how_to_change_it(results, capsys):
+    course.setup("00_test", profile="gpu")
+    out = capsys.readouterr().out
+    assert "ml-1m" in out and "200 epochs" in out and "window 200" in out and "3000 steps" in out
+    assert course.ROUGH_TIME["gpu"] in out
+    assert "%env COURSE_PROFILE=cpu" in out and "%env COURSE_PROFILE=ci" in out
+    assert "%env COURSE_PROFILE=gpu" not in out
+
+
+def test_setup_reports_the_last_measured_run_time(results, capsys):
+    session = course.setup("00_test", profile="ci")
+    session.started -= 90  # as if the notebook had run for a minute and a half
+    course.record("a", 1.0)
+    course.setup("00_test", profile="ci")
+    assert "the last ci run of this notebook here took 1.5 min" in capsys.readouterr().out
+    course.setup("00_test", profile="cpu")
+    assert course.ROUGH_TIME["cpu"] in capsys.readouterr().out  # cpu has not run yet
+
+
+def test_setup_sets_no_global_grid(results):
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context():
+        plt.rcParams["axes.grid"] = False
+        course.setup("00_test", profile="ci")
+        assert plt.rcParams["axes.grid"] is False  # a global grid crosses confusion matrices
+
+
+def test_record_writes_json_per_profile_and_notebook(results):
     course.setup("00_test", profile="ci")
     assert course.record("pop/ndcg@10", 0.25) == 0.25
     course.record("pop/hr@10", np.float32(0.5))
-    stored = json.loads((results / "00_test.json").read_text())
-    assert stored == {"profile": "ci", "values": {"pop/hr@10": 0.5, "pop/ndcg@10": 0.25}}
+    stored = json.loads((results / "ci" / "00_test.json").read_text())
+    assert stored["profile"] == "ci" and stored["values"] == {"pop/hr@10": 0.5, "pop/ndcg@10": 0.25}
+    assert stored["seconds"] >= 0
     assert course.load_results("00_test") == stored
-    assert not list(results.glob("*.tmp"))
+    assert course.load_results("00_test", profile="ci") == stored
+    assert not list(results.rglob("*.tmp"))
 
 
-def test_record_starts_afresh_when_profile_changes(results):
-    course.setup("00_test", profile="ci")
-    course.record("a", 1.0)
+def test_each_profile_keeps_its_results(results):
     course.setup("00_test", profile="cpu")
-    course.record("b", 2.0)
-    assert course.load_results("00_test") == {"profile": "cpu", "values": {"b": 2.0}}
+    course.record("a", 1.0)
+    course.setup("00_test", profile="ci")  # a quick test run must not replace the cpu numbers
+    course.record("a", 2.0)
+    assert course.load_results("00_test")["values"] == {"a": 2.0}
+    assert course.load_results("00_test", profile="cpu")["values"] == {"a": 1.0}
+    assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*.json")) == [
+        "ci/00_test.json", "cpu/00_test.json"]
+
+
+def test_missing_results_say_which_notebook_and_profile_to_run(results):
+    course.setup("00_test", profile="cpu")
+    course.record("a", 1.0)
+    with pytest.raises(FileNotFoundError, match=r"notebooks/00_test\.ipynb with COURSE_PROFILE=gpu.*for: cpu"):
+        course.load_results("00_test", profile="gpu")
+
+
+def test_truncated_results_name_the_file(results):
+    (results / "ci").mkdir()
+    (results / "ci" / "00_test.json").write_text('{"profile": "ci", "val')
+    with pytest.raises(ValueError, match=r"00_test\.json is not valid JSON"):
+        course.load_results("00_test", profile="ci")
+
+
+def test_files_stay_in_the_checkout_when_run_from_it(monkeypatch):
+    for var in ("COURSE_RESULTS_DIR", "COURSE_CACHE_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    assert datasets.checkout_root() == ROOT
+    assert course.results_dir() == ROOT / "results" and datasets.cache_dir() == ROOT / "data"
+
+
+def test_a_regular_install_writes_to_the_working_dir_and_user_cache(regular_install, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(regular_install / "cache"))
+    assert datasets.checkout_root() is None
+    assert course.results_dir() == regular_install / "results"
+    assert course.logs_dir() == regular_install / "runs"
+    assert datasets.cache_dir() == regular_install / "cache" / "next-item-course"
+    assert "site-packages" not in str(course.results_path("01_data_cleaning", "ci"))
+    monkeypatch.setenv("COURSE_CACHE_DIR", str(regular_install / "mine"))
+    assert datasets.cache_dir() == regular_install / "mine"
+
+
+def test_tensorboard_hook_logs_each_epoch(results, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    course.setup("00_test", profile="ci")
+    hook = course.tensorboard("sasrec", log_dir=tmp_path / "runs")
+    for epoch, loss in [(1, 2.0), (2, 1.5)]:
+        hook(torch.nn.Linear(1, 1), {"epoch": epoch, "loss": loss, "valid_ndcg@10": 0.1 * epoch})
+    events = EventAccumulator(hook.log_dir)
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss")] == [(1, 2.0), (2, 1.5)]
+    assert "valid_ndcg@10" in events.Tags()["scalars"]
+
+
+# The Colab cell: the first code cell of every notebook, written from pyproject.toml.
+
+def test_the_install_source_is_pinned_in_pyproject():
+    source = clean_notebooks.install_source()
+    assert re.fullmatch(r"git\+https://github\.com/[\w.-]+/[\w.-]+@[\w./-]+", source)
+    assert not source.endswith(("@main", "@master")), "pin a tag or a commit"
+    assert clean_notebooks.colab_url("01_data_cleaning", "git+https://github.com/me/fork@abc123") == (
+        "https://colab.research.google.com/github/me/fork/blob/abc123/notebooks/01_data_cleaning.ipynb")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_opens_with_the_setup_cell_and_has_a_colab_badge(path):
+    nb = json.loads(path.read_text())
+    first = next("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert first == clean_notebooks.setup_cell(path.stem), "run tools/clean_notebooks.py on it"
+    assert clean_notebooks.colab_url(path.stem) in (ROOT / "README.md").read_text(), \
+        "add its 'Open in Colab' badge to the README"
+
+
+def run_setup_cell(monkeypatch, returncode: int, notebook: str = "01_data_cleaning") -> list[list[str]]:
+    """Execute the setup cell with ``google.colab`` faked and pip replaced; return pip's commands."""
+    calls = []
+
+    def fake_run(cmd, **kwargs):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, returncode, "", "ERROR: Repository not found.")
+
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    exec(compile(clean_notebooks.setup_cell(notebook), "setup cell", "exec"), {})
+    return calls
+
+
+def test_setup_cell_on_colab_installs_the_pinned_version_and_writes_to_the_working_dir(
+        regular_install, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    calls = run_setup_cell(monkeypatch, returncode=0)
+    assert calls == [[sys.executable, "-m", "pip", "install", "-q", clean_notebooks.install_source()]]
+    out = capsys.readouterr().out
+    assert "notebook 01_data_cleaning | profile ci" in out and "another profile" in out
+    course.record("x", 1.0)
+    assert (regular_install / "results" / "ci" / "01_data_cleaning.json").is_file()
+
+
+def test_setup_cell_stops_with_a_clear_message_when_the_install_fails(monkeypatch):
+    with pytest.raises(RuntimeError, match=r"(?s)could not install the course from git\+https://.*"
+                                           r"Repository not found.*pyproject\.toml.*rerun this cell"):
+        run_setup_cell(monkeypatch, returncode=1)
+
+
+def test_setup_cell_installs_nothing_outside_colab(monkeypatch, results):
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("pip ran outside Colab"))
+    exec(compile(clean_notebooks.setup_cell("01_data_cleaning"), "setup cell", "exec"), {})
+
+
+def test_setup_cell_is_plain_python():
+    cell = clean_notebooks.setup_cell("01_data_cleaning")
+    assert not re.search(r"^\s*[%!]", cell, re.M), "no IPython magics: the tests execute the cell"
+    compile(cell, "setup cell", "exec")
