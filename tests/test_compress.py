@@ -1,0 +1,100 @@
+"""Compressed and exported models score like the original; sizes shrink; distillation trains."""
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import compress
+from helpers.evaluate import evaluate
+from helpers.sasrec import SASRec, SASRecConfig
+from helpers.split import EvalSet, Split
+from helpers.train import TrainConfig
+
+N_ITEMS = 50
+
+
+@pytest.fixture(scope="module")
+def model() -> SASRec:
+    torch.manual_seed(0)
+    return SASRec(SASRecConfig(N_ITEMS, max_len=8, hidden=16, n_layers=2, n_heads=2)).eval()
+
+
+@pytest.fixture(scope="module")
+def window() -> torch.Tensor:
+    torch.manual_seed(1)
+    ids = torch.randint(1, N_ITEMS + 1, (6, 8))
+    ids[0, :5] = 0  # a short, left-padded history
+    return ids
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
+    return torch.allclose(a[:, 1:], b[:, 1:], atol=atol) and torch.isneginf(a[:, 0]).all()
+
+
+def test_scores_module_matches_score(model, window):
+    assert torch.allclose(compress.Scores(model).score(window), model.score(window))
+
+
+def test_int8_linear_layers_score_close_to_the_original(model, window):
+    quantized = compress.quantize_linear(model)
+    assert _close(quantized.score(window), model.score(window), atol=0.05)
+    assert any("Quantized" in type(m).__name__ or "quantized" in type(m).__module__ for m in quantized.modules())
+    assert isinstance(model.blocks[0].mlp.fc, torch.nn.Linear)  # the original is untouched
+
+
+@pytest.mark.parametrize("dtype, atol, ratio", [("fp16", 1e-2, 0.55), ("int8", 5e-2, 0.3)])
+def test_compressed_item_tables(model, window, dtype, atol, ratio):
+    small = compress.compress_items(model, dtype)
+    assert _close(small.score(window), model.score(window), atol)
+    assert torch.allclose(small.item_emb.weight, model.item_emb.weight, atol=atol)
+    assert isinstance(model.item_emb, torch.nn.Embedding)  # the original is untouched
+    table = torch.nn.Embedding(2000, 32)  # big enough that the file format's overhead is small
+    shrunk = compress.compress_items(_holder(table), dtype)
+    assert compress.model_size_mb(shrunk) < ratio * compress.model_size_mb(table)
+
+
+def _holder(table: torch.nn.Embedding) -> torch.nn.Module:
+    holder = torch.nn.Module()
+    holder.item_emb = table
+    return holder
+
+
+def test_int8_table_by_hand():
+    weight = torch.tensor([[0.0, 0.0], [1.27, -0.635], [0.1, 0.2]])
+    table = compress.Int8Embedding(weight)
+    assert table.q[1].tolist() == [127, -64] and table.q[2].tolist() == [64, 127]
+    assert torch.allclose(table(torch.tensor([1])), torch.tensor([[1.27, -0.64]]), atol=1e-3)
+
+
+def test_onnx_export_scores_like_eager(model, window, tmp_path):
+    path = compress.export_onnx(model, tmp_path / "model.onnx")
+    scorer = compress.OnnxScorer(path, model.max_len)
+    assert _close(scorer.score(window), model.score(window), atol=1e-4)
+    assert _close(scorer.score(window[:1]), model.score(window[:1]), atol=1e-4)  # batch size is dynamic
+
+
+def test_distillation_student_learns_from_the_teacher(model):
+    rng = np.random.default_rng(0)
+    train = [rng.permutation(N_ITEMS)[:12] + 1 for _ in range(40)]  # no repeats
+    valid = EvalSet(np.arange(40), [s[:-1] for s in train], np.array([s[-1] for s in train]))
+    split = Split(N_ITEMS, train, np.arange(40), valid, valid, "test")
+    torch.manual_seed(0)
+    student = SASRec(SASRecConfig(N_ITEMS, max_len=8, hidden=8, n_layers=1, n_heads=1))
+    teacher_before = {k: v.clone() for k, v in model.state_dict().items()}
+    wrapper = compress.Distillation(student, model, max_positions=64)
+    batch = torch.tensor(np.stack([s[:8] for s in train[:4]]))
+    labels = torch.tensor(np.stack([s[1:9] for s in train[:4]]))
+    _, loss = wrapper(batch, labels)
+    assert loss.ndim == 0 and loss > 0
+    assert [n for n, _ in wrapper.named_parameters()] == [f"student.{n}" for n, _ in student.named_parameters()]
+    result = compress.distill(model, student, split, TrainConfig(epochs=2, batch_size=16, max_len=8, patience=2))
+    assert len(result.history) >= 1 and np.isfinite(result.history["loss"]).all()
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in teacher_before.items())
+    assert evaluate(student, valid, N_ITEMS).summary()["ndcg@10"] >= 0
+
+
+def test_timing_helpers():
+    ms = compress.time_calls(lambda: sum(range(100)), repeats=20, warmup=2)
+    assert ms.shape == (20,) and (ms > 0).all()
+    summary = compress.latency_summary(np.arange(1, 101, dtype=float))
+    assert summary["p50 ms"] == 50.5 and summary["p99 ms"] == pytest.approx(99.01)
