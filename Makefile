@@ -4,18 +4,22 @@
 PYTHON  ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
+# TORCH_INDEX=https://download.pytorch.org/whl/cpu: a CPU-only torch on Linux (no CUDA download)
+TORCH_INDEX ?=
+# The exact versions CI used (pip freeze); pyproject.toml keeps the ranges that work.
+CONSTRAINTS ?= constraints.txt
 PROFILE ?= cpu
 BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test lab clean
+.PHONY: setup course test lab freeze clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)))
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -25,16 +29,25 @@ course: $(STAMP)
 	mkdir -p build/notebooks build/html
 	COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
 	    --ExecutePreprocessor.timeout=3600 --output-dir build/notebooks $(NOTEBOOKS)
-	$(BIN)/jupyter nbconvert --to html --output-dir build/html build/notebooks/*.ipynb
-	@echo "Open build/html/*.html in a browser; numbers recorded by the notebooks are in results/."
+	$(BIN)/jupyter nbconvert --to html --output-dir build/html \
+	    --HTMLExporter.mathjax_url="$$($(BIN)/python tools/offline_mathjax.py build/html/mathjax)" \
+	    build/notebooks/*.ipynb
+	@echo "Open build/html/*.html in a browser; numbers recorded by the notebooks are in results/$(PROFILE)/."
 
 test: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q tests
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks
 
+# Jupyter refuses to start as root (Docker, WSL, cloud VMs) unless told to.
 lab: $(STAMP)
-	$(BIN)/python -m pip install --quiet "jupyterlab>=4"
-	$(BIN)/jupyter lab notebooks
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "jupyterlab>=4"
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+
+# Rewrite constraints.txt from a working .venv (after changing pyproject.toml, once `make test` passes).
+# A local version (torch 2.13.0+cpu) is written without its label: ==2.13.0 admits the CPU and CUDA builds.
+freeze: $(STAMP)
+	echo "# pip freeze of the .venv that passed \`make test\` (\`make freeze\` rewrites it); used with pip -c" > $(CONSTRAINTS)
+	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*/\1/' >> $(CONSTRAINTS)
 
 clean:
 	rm -rf build results $(VENV)

@@ -206,3 +206,36 @@ def test_setup_cell_is_plain_python():
     cell = clean_notebooks.setup_cell("01_data_cleaning")
     assert not re.search(r"^\s*[%!]", cell, re.M), "no IPython magics: the tests execute the cell"
     compile(cell, "setup cell", "exec")
+
+
+# Offline formulas in the HTML pages (tools/offline_mathjax.py, used by `make course`).
+
+spec = importlib.util.spec_from_file_location("offline_mathjax", ROOT / "tools" / "offline_mathjax.py")
+offline_mathjax = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(offline_mathjax)
+
+
+def test_mathjax_url_is_local_when_the_files_are_there(tmp_path, capsys):
+    (tmp_path / "mathjax").mkdir()
+    (tmp_path / "mathjax" / "MathJax.js").write_text("")
+    offline_mathjax.main([str(tmp_path / "mathjax")])
+    assert capsys.readouterr().out.strip() == "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
+def test_mathjax_falls_back_to_the_cdn_loudly_when_offline(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(offline_mathjax, "from_installed", lambda dest: False)
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **k: subprocess.CompletedProcess(cmd, 1, "", "no network"))
+    offline_mathjax.main([str(tmp_path / "mathjax")])
+    out, err = capsys.readouterr()
+    assert out.strip() == offline_mathjax.CDN and "CDN" in err and "no network" in err
+
+
+def test_mathjax_wheel_is_checked_before_use(tmp_path):
+    import zipfile
+
+    wheel = tmp_path / "jupyter_server_mathjax-0.2.6-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("jupyter_server_mathjax/static/MathJax.js", "tampered")
+    with pytest.raises(ValueError, match="sha256"):
+        offline_mathjax.extract_static(wheel, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
