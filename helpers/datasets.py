@@ -21,10 +21,11 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pooch
 import requests
@@ -70,6 +71,16 @@ class DatasetSpec:
     archive_sha256: str | None = None  # sha256 of the zip, checked before extracting
     licence: str = ""
     homepage: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name.strip(".") == "" or any(c in self.name for c in "/\\:"):
+            raise ValueError(f"dataset name {self.name!r} must be a plain name (no '/', '\\' or ':')")
+        for rel in (*self.files, *([self.archive] if self.archive else [])):
+            parts = PurePosixPath(rel).parts
+            if not parts or PurePosixPath(rel).is_absolute() or PureWindowsPath(rel).drive \
+                    or ".." in parts or "\\" in rel:
+                raise ValueError(f"dataset {self.name!r}: file path {rel!r} must be relative, with "
+                                 "'/' separators and no '..', so it stays inside the data folder")
 
     @property
     def url(self) -> str:
@@ -205,10 +216,48 @@ def fetch(name: str, data_dir: str | os.PathLike | None = None) -> Path:
                 if expected is None:
                     warnings.warn(f"{root / rel} is used unverified: no published sha256", stacklevel=2)
             return root
+        if not root.is_dir() or any((root / rel).is_file() for rel in spec.files):
+            warnings.warn(f"{_what_is_missing(spec, root)}; looking in the cache instead", stacklevel=2)
     cache = cache_dir()
+    _remove_stale_partials(cache)
     if _cache_is_valid(spec, cache):
         return cache
     return _download(spec, cache, local)
+
+
+def _what_is_missing(spec: DatasetSpec, root: Path) -> str:
+    """Why ``root`` cannot serve ``spec``: it does not exist, or which files it lacks."""
+    if not root.is_dir():
+        where = f" ({DATA_ENV})" if str(root) == os.environ.get(DATA_ENV) else ""
+        return f"the data folder {root}{where} does not exist"
+    missing = [rel for rel in spec.files if not (root / rel).is_file()]
+    return f"{root} lacks {', '.join(missing)} of {spec.name!r}"
+
+
+_PARTIAL = ".partial-"  # prefix of a download's temporary folder: .partial-<pid>-<name>-<random>
+STALE_PARTIAL_SECONDS = 24 * 3600  # a partial folder this old is removed whoever made it
+
+
+def _remove_stale_partials(cache: Path) -> None:
+    """Delete download folders left by a process that was killed (its pid is gone on this
+    machine) or that are older than :data:`STALE_PARTIAL_SECONDS`."""
+    if not cache.is_dir():
+        return
+    for folder in cache.glob(f"{_PARTIAL}*"):
+        pid = folder.name[len(_PARTIAL):].split("-", 1)[0]
+        try:
+            stale = time.time() - folder.stat().st_mtime > STALE_PARTIAL_SECONDS
+        except FileNotFoundError:  # its owner finished meanwhile
+            continue
+        if not stale and pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                stale = True
+            except PermissionError:  # alive, another user's
+                pass
+        if stale:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _manifest(spec: DatasetSpec, cache: Path) -> Path:
@@ -241,7 +290,7 @@ def download_file(url: str, dest: Path, known_hash: str | None) -> None:
 
 def _download(spec: DatasetSpec, cache: Path, local: list[Path]) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{spec.name}-", dir=cache))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_PARTIAL}{os.getpid()}-{spec.name}-", dir=cache))
     try:
         extracted = _download_and_extract(spec, tmp, local)
         missing = [rel for rel in spec.files if not (extracted / rel).is_file()]
@@ -281,7 +330,7 @@ def _download_and_extract(spec: DatasetSpec, tmp: Path, local: list[Path]) -> Pa
                 raise
             raise ChecksumError(f"download of {spec.name} from {url} failed its checksum: {e}") from e
     else:
-        looked = f" (not all files in {', '.join(map(str, local))})" if local else ""
+        looked = f" ({'; '.join(_what_is_missing(spec, root) for root in local)})" if local else ""
         raise DatasetUnavailable(
             f"dataset {spec.name!r} is not available offline{looked} and could not be downloaded "
             f"from {spec.url}. Download it by hand and set {DATA_ENV} to the folder holding "

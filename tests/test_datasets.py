@@ -280,3 +280,57 @@ def test_no_temporary_folder_is_left_behind(toy, cache):
     with pytest.raises(DatasetUnavailable):
         datasets.fetch("toy")
     assert not [p for p in cache.iterdir() if p.name.startswith(".partial")]
+
+
+# --- issue 12: paths, partial downloads, errors that name the cause -----------------------------
+
+@pytest.mark.parametrize("path", ["../evil.txt", "toys/../../evil.txt", "/tmp/evil.txt", "C:/evil.txt",
+                                  "toys\\..\\evil.txt"])
+def test_item09_a_path_outside_the_data_folder_is_refused(path, cache):
+    with pytest.raises(ValueError, match="must be relative.*no '..'"):
+        datasets.sequence_dataset("toys", "https://example.org/Toys.txt", sha(B), path=path)
+    with pytest.raises(ValueError, match="plain name"):
+        datasets.sequence_dataset("../toys", "https://example.org/Toys.txt", sha(B))
+    assert not cache.exists()
+
+
+def test_item13_partial_folders_of_killed_downloads_are_removed(toy, cache):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import time; from helpers import datasets\n"
+              "datasets.register(datasets.DatasetSpec('toy', 'toy', ('https://example.invalid/toy.zip',),"
+              " {'toy/a.txt': None}, kind='ml-100k', archive='toy.zip'))\n"
+              "datasets.download_file = lambda url, dest, known_hash: time.sleep(60)\n"
+              "datasets.fetch('toy')\n")
+    child = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "COURSE_CACHE_DIR": str(cache)},
+                             cwd=datasets.REPO_ROOT)
+    deadline = time.monotonic() + 60
+    while not list(cache.glob(".partial-*")) and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert [p.name.split("-")[1] for p in cache.glob(".partial-*")] == [str(child.pid)]
+    old = cache / ".partial-toy-abc"  # the old naming (no pid), a day old
+    old.mkdir()
+    os.utime(old, (time.time() - 2 * 86400,) * 2)
+    alive = cache / f".partial-{os.getppid()}-toy-xyz"  # a running fetcher's folder is kept
+    alive.mkdir()
+    datasets.fetch("toy")
+    assert [p.name for p in cache.glob(".partial-*")] == [alive.name]
+
+
+def test_missing_local_file_and_missing_data_dir_are_named(toy, tmp_path, monkeypatch):
+    toy.fail = requests.ConnectionError("offline")
+    local = tmp_path / "local"
+    (local / "toy").mkdir(parents=True)
+    (local / "toy/a.txt").write_bytes(A)
+    with pytest.warns(UserWarning, match=r"local lacks toy/b.txt of 'toy'"):
+        with pytest.raises(DatasetUnavailable, match=r"local lacks toy/b.txt"):
+            datasets.fetch("toy", data_dir=local)
+    monkeypatch.setenv("COURSE_DATA_DIR", str(tmp_path / "nowhere"))
+    with pytest.warns(UserWarning, match=r"nowhere \(COURSE_DATA_DIR\) does not exist"):
+        with pytest.raises(DatasetUnavailable, match=r"nowhere \(COURSE_DATA_DIR\) does not exist"):
+            datasets.fetch("toy")
