@@ -52,6 +52,7 @@ class ModelSpec:
     train: Callable[[Profile], dict] = _nothing  # TrainConfig values for this model, from the profile
     batches: Callable[[Any], Callable] | None = None  # config -> make_batches; None = next-item windows
     inputs: Callable[[split.Split], dict] = _nothing  # extra model constructor arguments from the data
+    causal: bool = False  # position t of forward's logits reads items 0..t only
 
     @property
     def neural(self) -> bool:
@@ -66,7 +67,7 @@ MODELS: dict[str, ModelSpec] = {
     "bigram": ModelSpec(
         "neural bigram: embedding -> linear -> softmax", config=bigram.BigramConfig,
         model=bigram.NeuralBigram,
-        train=lambda p: {"max_len": 1, "lr": 5 * p.lr}),  # one layer takes a larger step
+        train=lambda p: {"max_len": 1, "lr": 5 * p.lr}, causal=True),  # one layer takes a larger step
     "item2vec": ModelSpec(
         "skip-gram item embeddings, mean history vector", config=item2vec.Item2VecConfig,
         model=item2vec.Item2Vec,
@@ -75,13 +76,15 @@ MODELS: dict[str, ModelSpec] = {
         inputs=lambda s: {"counts": item2vec.item_counts(s.train, s.n_items)}),
     "gru4rec": ModelSpec(
         "GRU over item embeddings, full softmax", config=gru4rec.GRU4RecConfig, model=gru4rec.GRU4Rec,
-        train=lambda p: {"lr": gru4rec.LR}),
+        train=lambda p: {"lr": gru4rec.LR}, causal=True),
     "sasrec": ModelSpec("causal self-attention, full softmax", config=sasrec.SASRecConfig,
-                        model=sasrec.SASRec),
+                        model=sasrec.SASRec, causal=True),
     "sasrec_sampled": ModelSpec("SASRec, sampled softmax over 100 negatives", config=sasrec.SASRecConfig,
-                                model=sasrec.SASRec, settings={"loss": "sampled", "n_negatives": 100}),
+                                model=sasrec.SASRec, settings={"loss": "sampled", "n_negatives": 100},
+                                causal=True),
     "sasrec_bce": ModelSpec("SASRec, BCE with one negative (the original paper)",
-                            config=sasrec.SASRecConfig, model=sasrec.SASRec, settings={"loss": "bce"}),
+                            config=sasrec.SASRecConfig, model=sasrec.SASRec, settings={"loss": "bce"},
+                            causal=True),
     "bert4rec": ModelSpec("bidirectional masked model (Hugging Face BERT)", config=bert4rec.BERT4RecConfig,
                           model=bert4rec.BERT4Rec, batches=bert4rec.cloze_batches),
 }
