@@ -45,6 +45,12 @@ class Profile:
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
     seed_models: tuple[str, ...] = ("sasrec", "gru4rec")  # the models retrained with every seed
     extra_train_seconds: float | None = None  # budget of each model 07 trains beyond the cached table
+    explain_users: int = 300  # users in notebook 08's deletion test of explanations
+    load_requests: int = 400  # requests in notebook 08's load test
+    load_concurrency: int = 200  # requests in flight at once in that test
+    latency_repeats: int = 300  # timed calls per latency measurement (08)
+    compile_timing: bool = True  # time torch.compile too (its first call compiles: about a minute on CPU)
+    student_hidden: int = 16  # width of the distilled student (08)
 
 
 PROFILES: dict[str, Profile] = {
@@ -54,6 +60,8 @@ PROFILES: dict[str, Profile] = {
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
         finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3,
         compare_models=("pop", "markov", "itemknn", "sasrec"), n_seeds=2,
+        explain_users=30, load_requests=40, load_concurrency=16, latency_repeats=30, compile_timing=False,
+        student_hidden=8,
     ),
     "cpu": Profile(
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
