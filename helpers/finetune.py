@@ -16,6 +16,7 @@ Letters: B batch, L tokens, C classes (C = 1: one click logit trained with BCE).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -193,7 +194,8 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
         torch.cuda.reset_peak_memory_stats(device)
     best = {"step": 0, "metric": float("-inf"), "state": _trainable_state(model)}
     rows, bad, train_seconds, losses, step, epoch = [], 0, 0.0, [], 0, 0
-    bar = tqdm(total=config.steps, disable=not progress, desc="fine-tune")
+    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable=False beats the env
+    bar = tqdm(total=config.steps, disable=quiet, desc="fine-tune")
     last = False
     while not last and bad < config.patience:
         for batch in loader(train_data, tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch):

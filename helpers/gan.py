@@ -26,6 +26,7 @@ Letters: B batch, T time, H hidden, V = n_items + 1 (PAD column included), L len
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from helpers.ids import IGNORE, PAD
 from helpers.sequences import pad_left
@@ -251,8 +253,10 @@ def _mle_loss(model: nn.Module, batch: Tensor) -> Tensor:
 
 
 def adversarial_train(generator: nn.Module, discriminator: Discriminator, sequences: Sequence[np.ndarray],
-                      n_items: int, config: AdversarialConfig) -> pd.DataFrame:
+                      n_items: int, config: AdversarialConfig, *, progress: bool = True) -> pd.DataFrame:
     """Alternate discriminator and generator updates; returns one row per generator step.
+
+    A progress bar follows the generator steps unless ``progress=False`` or ``$TQDM_DISABLE`` is set.
 
     ``sequences``: the real training sequences (each used through its last
     ``discriminator.max_len`` items). Generated lengths are drawn from the real ones.
@@ -289,7 +293,8 @@ def adversarial_train(generator: nn.Module, discriminator: Discriminator, sequen
     for _ in range(config.d_pretrain_steps):
         d_step()
     history = []
-    for step in range(1, config.steps + 1):
+    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable=False beats the env
+    for step in tqdm(range(1, config.steps + 1), disable=quiet, desc="adversarial", leave=False):
         d_losses = []
         for _ in range(config.d_steps):  # the generator step reuses the last batch (half the sampling)
             loss, real, fake = d_step()

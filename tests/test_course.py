@@ -239,3 +239,20 @@ def test_mathjax_wheel_is_checked_before_use(tmp_path):
     with pytest.raises(ValueError, match="sha256"):
         offline_mathjax.extract_static(wheel, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# Progress bars: on by default in notebooks, off under TQDM_DISABLE (make test, CI).
+
+def test_training_loops_show_progress_by_default():
+    import inspect
+
+    from helpers import finetune, gan, train
+
+    for fn in (train.train, finetune.fit, gan.adversarial_train):
+        assert inspect.signature(fn).parameters["progress"].default is True, fn.__qualname__
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_leave_progress_bars_on(path):
+    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    assert not [c for c in cells if "progress=False" in c], "TQDM_DISABLE turns bars off in CI; keep them on here"
