@@ -24,15 +24,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 setup: $(STAMP)
 
-# Execute every notebook in order; executed copies go to build/notebooks, HTML to build/html.
+# Execute every notebook in order, printing each one's seconds; executed copies go to build/notebooks,
+# HTML to build/html with a landing page (index.html), timings to build/timings.json.
 course: $(STAMP)
 	mkdir -p build/notebooks build/html
-	COURSE_PROFILE=$(PROFILE) $(BIN)/jupyter nbconvert --to notebook --execute \
-	    --ExecutePreprocessor.timeout=3600 --output-dir build/notebooks $(NOTEBOOKS)
-	$(BIN)/jupyter nbconvert --to html --output-dir build/html \
-	    --HTMLExporter.mathjax_url="$$($(BIN)/python tools/offline_mathjax.py build/html/mathjax)" \
-	    build/notebooks/*.ipynb
-	@echo "Open build/html/*.html in a browser; numbers recorded by the notebooks are in results/$(PROFILE)/."
+	COURSE_PROFILE=$(PROFILE) $(BIN)/python tools/course_report.py --build build \
+	    --mathjax-url "$$($(BIN)/python tools/offline_mathjax.py build/html/mathjax)" $(NOTEBOOKS)
+	@echo "Open build/html/index.html in a browser; numbers recorded by the notebooks are in results/$(PROFILE)/."
 
 test: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q tests

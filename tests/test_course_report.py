@@ -1,0 +1,40 @@
+"""tools/course_report.py: timings, executed copies, HTML pages and a landing page with results."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nbformat
+
+spec = importlib.util.spec_from_file_location(
+    "course_report", Path(__file__).resolve().parents[1] / "tools" / "course_report.py")
+course_report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(course_report)
+
+
+def write_notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_times_every_notebook_and_links_pages_and_results(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    good = write_notebook(tmp_path / "01_good.ipynb", "from helpers import course\n"
+                          "course.setup('01_good')\ncourse.record('answer/ndcg@10', 0.25)")
+    bad = write_notebook(tmp_path / "02_bad.ipynb", "raise ValueError('on purpose')")
+    status = course_report.main([str(good), str(bad), "--build", str(tmp_path / "build"), "--timeout", "60"])
+    assert status == 1  # one notebook failed; the other still ran
+    out = capsys.readouterr().out
+    assert "01_good: " in out and "02_bad: " in out and "FAILED" in out
+    timings = json.loads((tmp_path / "build" / "timings.json").read_text())
+    assert timings["profile"] == "ci"
+    assert timings["notebooks"]["01_good"]["ok"] and not timings["notebooks"]["02_bad"]["ok"]
+    assert timings["notebooks"]["01_good"]["seconds"] > 0
+    assert (tmp_path / "build" / "notebooks" / "01_good.ipynb").is_file()
+    index = (tmp_path / "build" / "html" / "index.html").read_text()
+    assert "href='01_good.html'" in index and "href='02_bad.html'" in index
+    assert "answer/ndcg@10" in index and "0.25" in index and "on purpose" in index
+    assert (tmp_path / "build" / "html" / "01_good.html").is_file()
