@@ -127,6 +127,7 @@ def evaluate(model, eval_set: EvalSet, n_items: int, *, ks: Sequence[int] = (5, 
     max_len = int(model.max_len if max_len is None else max_len)
     targets = np.asarray(eval_set.targets, dtype=np.int64)
     _check(ks, max_len, batch_size, protocol, popularity, targets, n_items, len(eval_set.histories))
+    _check_histories(eval_set, n_items)
     device = _device(model)
     weights = None
     if protocol == "popular100":
@@ -169,6 +170,11 @@ def _rank_batch(model, histories, targets, n_items, max_len, k_max, exclude_seen
     width = max(max_len, max(len(h) for h in histories))
     full = pad_left(histories, width).to(device)  # (B, L): every seen item, PAD on the left
     out = model.score(full[:, width - max_len:].contiguous())  # (B, T) input == pad_left(h, T)
+    if not isinstance(out, torch.Tensor):
+        kind = type(out)
+        got = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+        raise TypeError(f"{type(model).__name__}.score() must return a torch.Tensor (B, V), got {got}; "
+                        "return torch.as_tensor(...) of it")
     if out.ndim != 2 or out.shape[0] != len(histories) or out.shape[1] < n_items + 1:
         raise ValueError(f"score() must return (B={len(histories)}, >= {n_items + 1}), got {tuple(out.shape)}")
     dtype = out.dtype if out.is_floating_point() else torch.float64
@@ -224,7 +230,18 @@ def _check(ks, max_len, batch_size, protocol, popularity, targets, n_items, n_hi
     if len(targets) == 0 or len(targets) != n_histories:
         raise ValueError(f"need one history per target, got {n_histories} and {len(targets)}")
     if targets.min() < 1 or targets.max() > n_items:
-        raise ValueError(f"targets must be item ids in 1..{n_items}")
+        raise ValueError(f"targets must be item ids in 1..{n_items}, got {targets.min()}..{targets.max()}")
+
+
+def _check_histories(eval_set: EvalSet, n_items: int) -> None:
+    """Name the first user whose history holds an id outside 0..n_items (before any model sees it)."""
+    lengths = np.array([len(h) for h in eval_set.histories], dtype=np.int64)
+    flat = np.concatenate([np.asarray(h, dtype=np.int64) for h in eval_set.histories] + [np.zeros(0, np.int64)])
+    bad = np.flatnonzero((flat < 0) | (flat > n_items))
+    if len(bad):
+        row = int(np.searchsorted(np.cumsum(lengths), bad[0], side="right"))
+        raise ValueError(f"the history of user {eval_set.users[row]} (row {row}) holds item id {flat[bad[0]]}, "
+                         f"outside 1..n_items={n_items}; were the ids reindexed with another IdMap?")
 
 
 def _describe(protocol: str, n_items: int, exclude_seen: bool, max_len: int) -> str:

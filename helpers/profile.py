@@ -105,5 +105,11 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     >>> get_profile("ci", epochs=5).epochs
     5
     """
-    profile = PROFILES[name or profile_name()]
+    name = name or profile_name()
+    if name not in PROFILES:
+        raise ValueError(f"no profile named {name!r}; choose one of {sorted(PROFILES)}")
+    unknown = sorted(set(overrides).difference(f.name for f in dataclasses.fields(Profile)))
+    if unknown:
+        raise TypeError(f"Profile has no field(s) {unknown}; see helpers.profile.Profile")
+    profile = PROFILES[name]
     return dataclasses.replace(profile, **overrides) if overrides else profile

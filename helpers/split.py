@@ -11,6 +11,7 @@ may see: strictly the interactions before it, never the target itself.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,16 @@ class Split:
             },
             index=["train", "valid", "test"],
         )
+
+
+def fingerprint(split: Split) -> str:
+    """sha256 of what training reads: n_items, the training sequences and the validation set."""
+    h = hashlib.sha256(str(split.n_items).encode())
+    for part in (split.train, split.valid.histories):
+        h.update(np.array([len(s) for s in part], dtype=np.int64).tobytes())
+        h.update(np.concatenate([np.asarray(s, dtype=np.int64) for s in part] + [np.zeros(0, np.int64)]).tobytes())
+    h.update(np.asarray(split.valid.targets, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def user_sequences(df: pd.DataFrame, column: str = "item_id") -> tuple[np.ndarray, list[np.ndarray]]:

@@ -32,7 +32,8 @@ from tqdm.auto import tqdm
 from helpers.batches import Batches, CausalBatches, causal_batches, causal_windows
 from helpers.course import default_device, seed_everything
 from helpers.ids import IGNORE
-from helpers.split import EvalSet, Split
+from helpers.split import EvalSet, Split, fingerprint
+from helpers.storage import load_tensors, save_tensors
 
 # the batch builders live in helpers.batches (models may import them); re-exported for notebooks
 __all__ = ["Batches", "CausalBatches", "TrainConfig", "TrainResult", "causal_batches", "causal_windows",
@@ -127,15 +128,73 @@ def _validate(model: nn.Module, eval_set: EvalSet, n_items: int, config: TrainCo
                     max_len=config.max_len).summary()
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+# TrainConfig fields a resumed run may change: where and how long it runs, not what it learns.
+# `epochs` is checked too when the schedule depends on it (cosine decay, warmup_fraction).
+UNCHECKED_ON_RESUME = ("checkpoint", "resume", "max_seconds", "eval_batch_size", "epochs", "patience")
+
+
+def _config_record(config: TrainConfig) -> dict:
+    """The fields of ``config`` a checkpoint stores, as plain values (weights_only loads them)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(config).items()}
+
+
+def _check_resume(saved: dict, config: TrainConfig, data: str, path: Path) -> None:
+    """Refuse to resume from a checkpoint written with another configuration or data."""
+    stored = saved.get("config", {})
+    now = _config_record(config)
+    schedule_uses_epochs = config.cosine or config.warmup_fraction > 0
+    differ = [f"{k}: {stored.get(k)!r} in the checkpoint, {now[k]!r} now" for k in now
+              if (k not in UNCHECKED_ON_RESUME or k == "epochs" and schedule_uses_epochs)
+              and stored.get(k) != now[k]]
+    if saved.get("data") != data:
+        differ.append("the training data (split.train / split.valid) is not the same")
+    if differ:
+        raise ValueError(f"cannot resume from {path}: it was written by another run ({'; '.join(differ)}). "
+                         f"To start fresh, delete {path}, set resume=False (it is then overwritten) "
+                         "or choose another checkpoint path")
+
+
+def _check_inputs(split: Split, config: TrainConfig, causal: bool) -> None:
+    """Fail before training, naming the argument, on input that would fail or mislead later."""
+    if not split.train:
+        raise ValueError("split.train is empty: no training sequences")
+    if causal and max(len(s) for s in split.train) < 2:
+        raise ValueError(f"no training sequence has 2 items, so there is no next item to learn "
+                         f"({len(split.train)} sequences, all of length <= 1)")
+    items = np.concatenate([np.asarray(s) for s in split.train])
+    if len(items) and (items.min() < 1 or items.max() > split.n_items):
+        raise ValueError(f"split.train holds item ids {items.min()}..{items.max()}, outside "
+                         f"1..n_items={split.n_items} (0 is PAD)")
+    if len(split.valid) == 0:
+        raise ValueError("split.valid is empty: nothing to validate on (with leave-one-out every "
+                         "user needs 3 interactions)")
+    if not (math.isfinite(config.lr) and config.lr >= 0):
+        raise ValueError(f"TrainConfig.lr must be a finite number >= 0, got {config.lr}")
+    if config.epochs < 1 or config.batch_size < 1 or config.max_len < 1:
+        raise ValueError(f"TrainConfig epochs, batch_size and max_len must be >= 1, got "
+                         f"{config.epochs}, {config.batch_size}, {config.max_len}")
+    if config.resume and not config.checkpoint:
+        raise ValueError("TrainConfig.resume=True needs TrainConfig.checkpoint (the file to resume from)")
+    if config.checkpoint and not Path(config.checkpoint).parent.is_dir():
+        raise FileNotFoundError(f"the checkpoint folder {Path(config.checkpoint).parent} does not exist; "
+                                "create it before training")
+
+
+def _check_finite(model: nn.Module, epoch: int, lr: float) -> None:
+    """Raise (before validation and the checkpoint) if a weight became NaN or infinite."""
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise FloatingPointError(f"non-finite weights after epoch {epoch} ({', '.join(bad[:3])}) at "
+                                 f"learning rate {lr:g}: lower TrainConfig.lr; nothing was checkpointed")
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
-    """Load the *best* weights stored by :func:`train` into ``model``; return the checkpoint."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Load the *best* weights stored by :func:`train` into ``model``; return the checkpoint.
+
+    The file is verified against its sha256 sidecar (:mod:`helpers.storage`): a missing,
+    empty, truncated or altered checkpoint raises an error that names it.
+    """
+    state = load_tensors(path)
     model.load_state_dict(state["best_model"])
     return state
 
@@ -149,11 +208,18 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     AdamW, gradient clipping, optional warm-up and cosine decay, mixed precision on CUDA.
     With ``config.max_seconds`` training stops after the batch that exhausts the budget,
     validates that partial epoch and keeps the best epoch seen (``result.stopped == "budget"``).
-    After every epoch the full training state goes to ``config.checkpoint`` (atomically);
-    with ``config.resume`` a later call continues from it. On return the model holds the
+    After every epoch the full training state goes to ``config.checkpoint`` (atomically, with
+    a sha256 sidecar, the config and a fingerprint of the data); with ``config.resume`` a
+    later call continues from it, and refuses if the config (except the fields in
+    :data:`UNCHECKED_ON_RESUME`) or the data differ. Bad input (no training targets, ids out
+    of range, no validation targets, a missing checkpoint folder) raises before the first
+    step; a non-finite loss stops training at once, naming the step and the learning rate,
+    and non-finite weights are never validated or checkpointed. On return the model holds the
     weights of the best validation epoch. ``on_epoch(model, row)``, if given, runs after each
     epoch with that epoch's log row (a benchmark uses it to follow a test metric).
     """
+    _check_inputs(split, config, causal=make_batches is None)
+    data = fingerprint(split)
     device = default_device()
     seed_everything(config.seed)
     model.to(device)
@@ -168,7 +234,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
              "bad_evals": 0, "best_model": copy.deepcopy(model.state_dict())}
     path = Path(config.checkpoint) if config.checkpoint else None
     if config.resume and path is not None and path.exists():
-        saved = torch.load(path, map_location=device, weights_only=True)
+        saved = load_tensors(path, map_location=device)
+        _check_resume(saved, config, data, path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -193,13 +260,20 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             input_ids, labels = input_ids.to(device), labels.to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 _, loss = model(input_ids, labels)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the training loss is {value} at epoch {epoch}, step {scheduler.last_epoch + 1} "
+                    f"(learning rate {scheduler.get_last_lr()[0]:g}): lower TrainConfig.lr; "
+                    "training stopped and nothing non-finite was checkpointed")
             optimizer_step(loss, optimizer, scaler, model.parameters(), config.grad_clip)
             scheduler.step()
             n = int((labels != IGNORE).sum())
-            total_loss, n_targets = total_loss + loss.item() * n, n_targets + n
+            total_loss, n_targets = total_loss + value * n, n_targets + n
             if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
                 stopped = "budget"
                 break
+        _check_finite(model, epoch, scheduler.get_last_lr()[0])
         row = {"epoch": epoch, "loss": total_loss / max(n_targets, 1),
                "seconds": time.perf_counter() - start}
         if epoch % config.eval_every == 0 or epoch == config.epochs or stopped == "budget":
@@ -219,10 +293,11 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             tqdm.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in row.items()))
         if path is not None:
-            _save_atomic({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            save_tensors({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "rng": torch.get_rng_state(),
-                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                          "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                          "config": _config_record(config), "data": data},
                          path)
     model.load_state_dict(state["best_model"])
     model.eval()
