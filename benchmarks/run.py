@@ -3,6 +3,7 @@
     python benchmarks/run.py                                  # every model, the profile's data sets
     python benchmarks/run.py --models pop markov --datasets beauty --profile cpu
     python benchmarks/run.py --json results/benchmark.json    # also write the rows as JSON
+    python benchmarks/run.py --sequence-file my_log.txt --name mine   # your own S3-Rec-format file
 
 Each row: full-ranking test metrics (leave-one-out, seen items excluded) with 95% bootstrap
 confidence intervals for HR@10 and NDCG@10, and the seconds spent fitting and evaluating.
@@ -24,14 +25,30 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import evaluate, registry
+from helpers import data, datasets, evaluate, registry
 from helpers.profile import Profile, get_profile
 
 
-def run(models: list[str], datasets: list[str], profile: Profile) -> pd.DataFrame:
+def register_sequence_file(path: Path, name: str | None = None) -> tuple[str, dict]:
+    """Register a file in S3-Rec format (``user item item ...`` per line, oldest first) as a data
+    set: ``(its name, the arguments that load it)``. Any malformed line refuses the file, and the
+    error names the first one."""
+    if not path.is_file():
+        raise FileNotFoundError(f"--sequence-file {path}: no such file")
+    path, name = path.resolve(), name or path.stem
+    if name in datasets.DATASETS:
+        raise ValueError(f"--name {name!r} is a data set of the course; choose another name")
+    datasets.register(datasets.sequence_dataset(name, path.as_uri(), datasets.file_sha256(path), path=path.name,
+                                                description=f"sequences from {path.name}"))
+    return name, {"data_dir": path.parent, "max_malformed": 0.0}
+
+
+def run(models: list[str], dataset_names: list[str], profile: Profile,
+        load: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per (data set, model); ``load[name]`` holds extra arguments to load a data set."""
     rows = []
-    for dataset in datasets:
-        s = registry.load_split(dataset, profile)
+    for dataset in dataset_names:
+        s = registry.load_split(dataset, profile, **(load or {}).get(dataset, {}))
         for name in models:
             start = time.perf_counter()
             model = registry.fit(name, s, profile, progress=False)
@@ -67,10 +84,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", default=None, help="default: the profile's")
     parser.add_argument("--profile", default=None, help="ci, cpu or gpu (default: $COURSE_PROFILE)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--sequence-file", type=Path, default=None,
+                        help="run on this file instead: S3-Rec format, 'user item item ...' per line, oldest first")
+    parser.add_argument("--name", default=None, help="the data set name of --sequence-file (default: its stem)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
-    datasets = args.datasets or [d for d in profile.datasets if d != "ml-1m"]
-    table = run(args.models, datasets, profile)
+    names = args.datasets or [d for d in profile.datasets if d != "ml-1m"]
+    load = {}
+    if args.sequence_file is not None:
+        try:
+            name, load[name] = register_sequence_file(args.sequence_file, args.name)
+        except (FileNotFoundError, ValueError) as e:
+            parser.error(str(e))
+        names = [name]
+    try:
+        table = run(args.models, names, profile, load)
+    except data.DataFormatError as e:  # a malformed line: the message names it
+        parser.error(str(e))
     print(f"profile {profile.name}; full ranking, leave-one-out, seen items excluded; "
           "[95% bootstrap CI]\n")
     print(markdown(table))

@@ -95,15 +95,19 @@ def names() -> list[str]:
     return list(MODELS)
 
 
-def prepare(dataset: str, profile: Profile, seed: int = 0) -> preprocess.Prepared:
-    """The course's standard preparation of ``dataset``: 5-core, the profile's user subset."""
-    return preprocess.prepare(data.load_interactions(dataset), k_core=(5, 5), max_users=profile.max_users,
-                              seed=seed)
+def prepare(dataset: str, profile: Profile, seed: int = 0, **load) -> preprocess.Prepared:
+    """The course's standard preparation of ``dataset``: 5-core, the profile's user subset.
+
+    ``load`` goes to :func:`helpers.data.load_interactions` (``data_dir``, ``max_malformed``).
+    """
+    return preprocess.prepare(data.load_interactions(dataset, **load), k_core=(5, 5),
+                              max_users=profile.max_users, seed=seed)
 
 
-def load_split(dataset: str, profile: Profile, seed: int = 0) -> split.Split:
-    """The course's standard leave-one-out split of ``dataset`` under ``profile``."""
-    prepared = prepare(dataset, profile, seed)
+def load_split(dataset: str, profile: Profile, seed: int = 0, **load) -> split.Split:
+    """The course's standard leave-one-out split of ``dataset`` under ``profile`` (``load``: see
+    :func:`prepare`)."""
+    prepared = prepare(dataset, profile, seed, **load)
     return split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
 
 

@@ -1,0 +1,44 @@
+"""benchmarks/run.py: the results table through the registry, on a user's own sequence file."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
+benchmark_run = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(benchmark_run)
+
+
+def write_log(path: Path, bad_line: str | None = None) -> Path:
+    """40 users, 8 items each from 12, S3-Rec format; optionally one bad line third."""
+    rng = np.random.default_rng(0)
+    lines = [" ".join(map(str, [u, *rng.choice(np.arange(1, 13), 8, replace=False)])) for u in range(1, 41)]
+    if bad_line is not None:
+        lines.insert(2, bad_line)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_sequence_file_runs_the_table(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_MODEL_CACHE", str(tmp_path / "models"))
+    log = write_log(tmp_path / "my_log.txt")
+    benchmark_run.main(["--sequence-file", str(log), "--name", "mine", "--models", "pop", "markov",
+                        "--profile", "ci", "--json", str(tmp_path / "table.json")])
+    out = capsys.readouterr().out
+    assert "| mine " in out and "| pop " in out and "| markov " in out
+    assert (tmp_path / "table.json").is_file()
+
+
+def test_a_malformed_line_is_named(tmp_path, capsys):
+    log = write_log(tmp_path / "broken.txt", bad_line="41 5 x 7")
+    with pytest.raises(SystemExit):
+        benchmark_run.main(["--sequence-file", str(log), "--models", "pop", "--profile", "ci"])
+    assert "line 3" in capsys.readouterr().err
+
+
+def test_a_course_data_set_name_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        benchmark_run.main(["--sequence-file", str(write_log(tmp_path / "x.txt")), "--name", "beauty"])
+    assert "choose another name" in capsys.readouterr().err
