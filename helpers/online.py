@@ -158,7 +158,8 @@ def text_to_id_rows(text_vectors: Tensor, id_rows: Tensor, ridge: float = 1.0) -
 # ---------------------------------------------------------------- updates
 class NewEventBatches(CausalBatches):
     """Causal windows over whole histories whose loss falls only on new events (plus, with
-    ``replay``, a random ``replay`` x as many older events): older items stay as context.
+    ``replay``, random windows of older events holding about ``replay`` x as many targets):
+    older items stay as context.
 
     ``n_old[i]``: how many of ``sequences[i]``'s first items are old. Windows with no target
     left are dropped; a window keeps all its inputs, so a new event still reads its context.
@@ -173,13 +174,14 @@ class NewEventBatches(CausalBatches):
         limit = torch.as_tensor(np.asarray(n_old, dtype=np.int64))[(owner.max(1).values - 1).clamp_min(0)]  # (W,)
         real = self.labels != IGNORE
         new = real & (target_pos > limit[:, None])
-        old = real & ~new
-        if replay > 0 and old.any():
-            rate = min(1.0, replay * float(new.sum()) / float(old.sum()))
-            gen = torch.Generator().manual_seed(seed)
-            new |= old & (torch.rand(old.shape, generator=gen) < rate)
+        keep = new.any(1)  # (W,) windows with a new target
+        if replay > 0 and (real & ~keep[:, None]).any():
+            old_only = real & ~keep[:, None]  # whole windows of older targets: the cost stays per target
+            rate = min(1.0, replay * float(new.sum()) / float(old_only.sum()))
+            picked = (torch.rand(len(keep), generator=torch.Generator().manual_seed(seed)) < rate) & old_only.any(1)
+            new |= old_only & picked[:, None]
+            keep |= picked
         self.labels = self.labels.masked_fill(~new, IGNORE)
-        keep = new.any(1)
         self.inputs, self.labels = self.inputs[keep], self.labels[keep]
         self.lengths = (self.inputs != 0).sum(1)  # inputs, not labels: context is kept
         self.n_targets = int(new.sum())

@@ -1,0 +1,267 @@
+"""Keeping users private: pseudonyms, deletion, memorisation and differential privacy.
+
+* **Pseudonyms.** A user id is replaced by ``HMAC-SHA256(key, id)``: the same id always gives
+  the same pseudonym (so histories still join), and without the key nobody can go back or
+  test a guess. The key comes from the environment (``COURSE_PSEUDONYM_KEY``) or from a file
+  outside the repository (``COURSE_PSEUDONYM_KEY_FILE``); this module never writes it.
+* **Deletion.** :func:`delete_user` removes every stored event of a user from an
+  :class:`EventLog` (a file) and from caches (anything with ``forget(user)``, such as
+  :class:`helpers.online.OnlineHistories`). A trained model still carries them until retrained.
+* **Memorisation.** :func:`attack_auc` is the AUC of a loss-threshold membership-inference
+  attack: "a sequence the model fits unusually well was in its training data".
+* **Differential privacy.** :func:`dp_train` is DP-SGD (Abadi et al., 2016) at the level of
+  users: each step samples every user with probability q (Poisson), clips each user's
+  gradient to ``max_grad_norm``, adds Gaussian noise, and Opacus's RDP accountant turns
+  (noise, q, steps) into epsilon at a given delta.
+
+Why per-sample gradients come from ``torch.func`` and not from Opacus's ``GradSampleModule``:
+Opacus computes them with hooks on supported modules (Linear, Embedding, LayerNorm; DP
+variants for ``nn.GRU`` and ``nn.MultiheadAttention``). SASRec's attention is built from
+Linear layers and needs no DP variant, but its output layer reuses the item embedding
+(``h @ item_emb.weight.T``, no module call) and its position embedding reads a (T,) index,
+not a batch: hooks would silently miss part of the gradient. ``vmap(grad(...))`` gives
+exact per-user gradients of any model; Opacus's ``DPOptimizer`` then clips, adds noise and
+averages them, and its accountant computes epsilon.
+
+Letters: B batch (users), T window, V = n_items + 1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from helpers.course import write_atomic
+from helpers.ids import IGNORE
+from helpers.sequences import pad_left
+
+KEY_ENV = "COURSE_PSEUDONYM_KEY"  # the key itself, as text (e.g. 64 hex characters)
+KEY_FILE_ENV = "COURSE_PSEUDONYM_KEY_FILE"  # or a file outside the repository holding it
+MIN_KEY_BYTES = 16
+
+
+# ---------------------------------------------------------------- pseudonyms
+def load_key() -> bytes:
+    """The pseudonymisation key from ``$COURSE_PSEUDONYM_KEY`` or ``$COURSE_PSEUDONYM_KEY_FILE``.
+
+    A key file inside a git working tree is refused (it could be committed). Make one with
+    ``python -c "import secrets; print(secrets.token_hex(32))" > ~/.course_pseudonym_key``.
+    """
+    text = os.environ.get(KEY_ENV)
+    if not text and os.environ.get(KEY_FILE_ENV):
+        path = Path(os.environ[KEY_FILE_ENV]).expanduser().resolve()
+        if any((folder / ".git").exists() for folder in path.parents):
+            raise ValueError(f"{KEY_FILE_ENV} points inside a git repository ({path}); keep the key elsewhere")
+        text = path.read_text()
+    if not text:
+        raise KeyError(f"set {KEY_ENV} (the key) or {KEY_FILE_ENV} (a file outside the repository)")
+    key = text.strip().encode()
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"the key has {len(key)} bytes; use at least {MIN_KEY_BYTES} (e.g. secrets.token_hex(32))")
+    return key
+
+
+class Pseudonymiser:
+    """``HMAC-SHA256(key, str(user_id))`` as 64 hex characters; the key stays in memory only."""
+
+    def __init__(self, key: bytes):
+        self._key = bytes(key)
+
+    def __call__(self, user_id) -> str:
+        return hmac.new(self._key, str(user_id).encode(), hashlib.sha256).hexdigest()
+
+    def frame(self, df: pd.DataFrame, column: str = "user_id") -> pd.DataFrame:
+        """A copy of ``df`` whose ``column`` holds pseudonyms instead of ids."""
+        out = df.copy()
+        codes, uniques = pd.factorize(out[column])
+        out[column] = np.array([self(u) for u in uniques], dtype=object)[codes]
+        return out
+
+    def __repr__(self) -> str:
+        return "Pseudonymiser(key=<hidden>)"
+
+    def __reduce__(self):
+        raise TypeError("a Pseudonymiser holds the key: it is never pickled or written")
+
+
+class EventLog:
+    """An append-only event file (CSV: ``user_id, item_id, timestamp``) with deletion."""
+
+    COLUMNS = ["user_id", "item_id", "timestamp"]
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def read(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=self.COLUMNS)
+        return pd.read_csv(self.path, dtype={"user_id": str})
+
+    def append(self, events: pd.DataFrame) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path, pd.concat([self.read(), events[self.COLUMNS]]).to_csv(index=False))
+
+    def forget(self, user) -> int:
+        """Rewrite the file without ``user``'s events (atomically); returns how many went."""
+        df = self.read()
+        gone = df["user_id"] == str(user)
+        if gone.any():
+            write_atomic(self.path, df[~gone].to_csv(index=False))
+        return int(gone.sum())
+
+
+def delete_user(user, stores: dict) -> dict[str, int]:
+    """Remove ``user`` from every store (``name -> object with forget(user)``); events removed per store."""
+    return {name: int(store.forget(user)) for name, store in stores.items()}
+
+
+# ---------------------------------------------------------------- memorisation
+def member_split(n_users: int, member_fraction: float = 0.5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of members (trained on) and non-members (held out), a seeded random split."""
+    order = np.random.default_rng(seed).permutation(n_users)
+    cut = int(round(member_fraction * n_users))
+    return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+@torch.no_grad()
+def sequence_losses(model: nn.Module, sequences: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """(N,) mean next-item cross-entropy over each sequence's last ``model.max_len`` targets."""
+    model.eval()
+    out = []
+    for start in range(0, len(sequences), batch_size):
+        window = pad_left(sequences[start:start + batch_size], model.max_len + 1)  # (B, T + 1)
+        inputs, labels = window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == 0, IGNORE)
+        logits, _ = model(inputs.to(_device(model)))  # (B, T, V)
+        ce = F.cross_entropy(logits.transpose(1, 2).float(), labels.to(logits.device), reduction="none")  # (B, T)
+        real = (labels != IGNORE).to(ce.device)
+        out.append((ce * real).sum(1) / real.sum(1).clamp_min(1))
+    return torch.cat(out).cpu().numpy()
+
+
+def attack_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float:
+    """AUC of the attack "lower loss = member": P(member loss < non-member loss), ties 1/2.
+
+    0.5 means the model's losses reveal nothing about membership; 1.0 that a threshold
+    separates every training user from every held-out one.
+    """
+    m, n = np.asarray(member_losses, dtype=np.float64), np.asarray(nonmember_losses, dtype=np.float64)
+    lower = (m[:, None] < n[None, :]).sum() + 0.5 * (m[:, None] == n[None, :]).sum()
+    return float(lower / (len(m) * len(n)))
+
+
+# ---------------------------------------------------------------- DP-SGD
+@dataclass
+class DPConfig:
+    epochs: int = 10  # passes, in expectation, over the users
+    batch_size: int = 64  # expected users per step: sample rate q = batch_size / n_users
+    lr: float = 1e-3  # AdamW learning rate (DP noise is added before the optimizer: post-processing)
+    target_epsilon: float | None = 8.0  # None = no clipping, no noise (the same loop, not private)
+    delta: float | None = None  # None = 1 / n_users
+    max_grad_norm: float = 1.0  # C: each user's gradient is clipped to this L2 norm
+    seed: int = 0
+
+
+@dataclass
+class DPResult:
+    epsilon: float  # spent, at `delta` (inf when not private)
+    delta: float
+    noise_multiplier: float  # sigma: noise std = sigma * C on the summed gradient
+    steps: int
+    sample_rate: float
+    losses: list[float]  # mean training loss per step
+
+
+def user_windows(sequences: Sequence[np.ndarray], max_len: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """One training example per user: a random crop of ``max_len + 1`` consecutive items ->
+    ``(inputs, labels)`` both (B, max_len), left-padded, labels ``IGNORE`` on padding."""
+    crops = []
+    for s in sequences:
+        end = int(rng.integers(min(len(s), max_len + 1), len(s) + 1))
+        crops.append(s[max(0, end - max_len - 1): end])
+    window = pad_left(crops, max_len + 1)  # (B, T + 1)
+    return window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == 0, IGNORE)
+
+
+def per_sample_grads(model: nn.Module, inputs: Tensor, labels: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    """Gradients of each row's mean next-item loss: ``{name: (B, *param.shape)}`` and losses (B,)."""
+    from torch.func import functional_call, grad_and_value, vmap
+
+    params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
+
+    def loss_of_one(p: dict, x: Tensor, y: Tensor) -> Tensor:
+        logits, _ = functional_call(model, p, (x[None],))  # (1, T, V)
+        return F.cross_entropy(logits[0].float(), y, ignore_index=IGNORE)
+
+    grads, losses = vmap(grad_and_value(loss_of_one), in_dims=(None, 0, 0), randomness="different")(params, inputs, labels)
+    return grads, losses
+
+
+def dp_train(model: nn.Module, sequences: Sequence[np.ndarray], config: DPConfig) -> DPResult:
+    """Train ``model`` (``forward(input_ids) -> (logits (B, T, V), _)``) on one random window
+    per sampled user per step, with DP-SGD unless ``config.target_epsilon`` is None.
+
+    The noise multiplier is the smallest that keeps epsilon <= ``target_epsilon`` at ``delta``
+    after all steps (Opacus ``get_noise_multiplier``, RDP accountant); the epsilon returned is
+    the accountant's after the steps actually taken.
+    """
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.optimizers import DPOptimizer
+
+    n = len(sequences)
+    q = min(1.0, config.batch_size / n)
+    steps = max(1, round(config.epochs / q))
+    delta = config.delta if config.delta is not None else 1.0 / n
+    private = config.target_epsilon is not None
+    sigma = get_noise_multiplier(target_epsilon=config.target_epsilon, target_delta=delta, sample_rate=q,
+                                 steps=steps) if private else 0.0
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr)
+    if private:
+        optimizer = DPOptimizer(optimizer, noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
+                                expected_batch_size=config.batch_size)
+    accountant, losses = RDPAccountant(), []
+    model.train()
+    device = _device(model)
+    for _ in range(steps):
+        chosen = np.flatnonzero(rng.random(n) < q)  # Poisson sampling: the batch size varies
+        inputs, labels = (t.to(device) for t in user_windows([sequences[i] for i in chosen], model.max_len, rng))
+        optimizer.zero_grad()
+        if private:
+            if len(chosen):
+                grads, loss = per_sample_grads(model, inputs, labels)
+            else:  # an empty batch still takes a (pure noise) step, as the accounting assumes
+                grads, loss = {}, torch.zeros(1)
+            for name, p in model.named_parameters():
+                if p.requires_grad:
+                    p.grad_sample = grads.get(name, p.new_zeros(0, *p.shape))  # (B, *shape)
+            accountant.step(noise_multiplier=sigma, sample_rate=q)
+        elif len(chosen):
+            logits, _ = model(inputs)  # (B, T, V)
+            ce = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")
+            real = labels != IGNORE
+            loss = (ce * real).sum(1) / real.sum(1).clamp_min(1)  # (B,): each user's mean, as in private steps
+            loss.mean().backward()
+        else:
+            continue
+        optimizer.step()
+        losses.append(float(loss.mean()))
+    model.eval()
+    epsilon = accountant.get_epsilon(delta) if private else float("inf")
+    return DPResult(epsilon, delta, sigma, steps, q, losses)
+
+
+def _device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
