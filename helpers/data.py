@@ -4,7 +4,8 @@
 ``user_id``, ``item_id`` (int64), ``timestamp`` (int64) and, where the data has it,
 ``rating`` (float64). MovieLens timestamps are unix seconds; a sequence file (S3-Rec
 format, e.g. Beauty) has no times, so ``timestamp`` is the position of the item in its
-user's line (0, 1, 2, ...), which keeps the order.
+user's history (0, 1, 2, ...; a user on several lines gets them appended in file order),
+which keeps the order.
 
 ``load_items(name)`` -> one row per item, sorted by ``item_id`` (a column, not the
 index): ``title`` without the year, ``year`` (nullable ``Int64``), ``genres`` (a list
@@ -56,8 +57,9 @@ def _check_counts(path: Path | str, kept: int, malformed: int, max_malformed: fl
     message = (f"{path}: {malformed} of {total} lines are malformed ({share:.1%}); "
                f"the first is {first_bad}")
     if kept == 0 or share > max_malformed:
-        raise DataFormatError(f"{message}. Wrong file or format? (max_malformed={max_malformed} "
-                              "is the share a load accepts)")
+        raise DataFormatError(f"{message}. Wrong file or format? A load accepts at most "
+                              f"max_malformed={max_malformed:g} of the lines (an argument of "
+                              "load_interactions and load_items)")
     if share > WARN_MALFORMED:
         warnings.warn(f"{message}; those lines are dropped", stacklevel=3)
 
@@ -74,11 +76,19 @@ def _why_bad(fields: list[str], names: list[str], ints: tuple[str, ...],
             value = float(field)
         except ValueError:
             return f"{name} {field!r} is not a number"
-        if name in ints and not (value % 1 == 0 and -_INT64 <= value < _INT64):
-            return f"{name} {field!r} is not an integer within int64"
         if not np.isfinite(value):
             return f"{name} {field!r} is not finite"
+        if name in ints and not (value % 1 == 0 and -_INT64 <= _exact_int(field, value) < _INT64):
+            return f"{name} {field!r} is not an integer within int64"
     return None
+
+
+def _exact_int(field: str, value: float) -> int:
+    """``field`` as an exact int where it is written as one (a float loses digits past 2**53)."""
+    try:
+        return int(field)
+    except ValueError:
+        return int(value)
 
 
 def _first_bad_line(raw: bytes, sep: str, names: list[str], ints: tuple[str, ...],
