@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from helpers.evaluate import EvalResult, evaluate
 from helpers.ids import IGNORE
 from helpers.split import EvalSet, user_sequences
-from helpers.train import CausalBatches, causal_windows
+from helpers.batches import CausalBatches, causal_windows
 
 STRATEGIES = ("frozen", "finetune", "replay", "retrain")
 
