@@ -69,8 +69,8 @@ def length_buckets(lengths: np.ndarray, edges: Sequence[int] = (1, 4, 10, 20, 50
     return pd.cut(np.asarray(lengths), bins, right=False, labels=labels)
 
 
-def by_history_length(result, metric_names: Sequence[str] = ("ndcg@10",), edges: Sequence[int] = (1, 4, 10, 20, 50),
-                      **ci) -> pd.DataFrame:
+def by_history_length(result, metric_names: Sequence[str] = ("ndcg@10",),
+                      edges: Sequence[int] = (1, 4, 10, 20, 50), **ci) -> pd.DataFrame:
     """:func:`slice_table` of ``result`` by the length of each user's full history."""
     return slice_table({m: result.metrics[m] for m in metric_names}, length_buckets(result.history_lengths, edges),
                        **ci)

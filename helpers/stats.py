@@ -93,7 +93,7 @@ def seed_table(per_seed: Mapping[str, Sequence[np.ndarray]], level: float = 0.95
     rows = {}
     for model, runs in per_seed.items():
         spread = seed_spread([np.mean(r) for r in runs])
-        widths = [np.subtract(*metrics.bootstrap_ci(r, level, n_resamples, seed)[::-1]) for r in runs]
-        rows[model] = {**spread, "ci width": float(np.mean(widths))}
-        rows[model]["range / ci width"] = spread["range"] / rows[model]["ci width"] if rows[model]["ci width"] else np.inf
+        widths = [high - low for low, high in (metrics.bootstrap_ci(r, level, n_resamples, seed) for r in runs)]
+        width = float(np.mean(widths))
+        rows[model] = {**spread, "ci width": width, "range / ci width": spread["range"] / width if width else np.inf}
     return pd.DataFrame(rows).T.rename_axis("model")

@@ -62,4 +62,5 @@ def test_seed_spread_and_seed_table():
     runs = [rng.random(200) * s for s in (1.0, 1.1)]
     table = stats.seed_table({"m": runs}, n_resamples=200)
     assert table.loc["m", "seeds"] == 2 and table.loc["m", "ci width"] > 0
-    assert table.loc["m", "range / ci width"] == pytest.approx(table.loc["m", "range"] / table.loc["m", "ci width"])
+    row = table.loc["m"]
+    assert row["range / ci width"] == pytest.approx(row["range"] / row["ci width"])
