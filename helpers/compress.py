@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
 import os
 import time
 import warnings
@@ -202,11 +203,17 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, batch: int = 2) -> Pa
     module = Scores(model).eval()
     example = torch.randint(1, 2, (batch, model.max_len))  # (B, T); the values do not matter
     example[0, : model.max_len // 2] = PAD
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=FutureWarning)  # the exporter's own internals
-        torch.onnx.export(module, (example,), str(path), input_names=["input_ids"], output_names=["scores"],
-                          dynamic_shapes={"input_ids": {0: torch.export.Dim("batch")}}, dynamo=True,
-                          verbose=False)
+    quiet = logging.getLogger("torch.onnx")  # it logs a warning per torchvision op it cannot register
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)  # the exporter's own internals
+            torch.onnx.export(module, (example,), str(path), input_names=["input_ids"], output_names=["scores"],
+                              dynamic_shapes={"input_ids": {0: torch.export.Dim("batch")}}, dynamo=True,
+                              external_data=False, verbose=False)  # one file, weights inside
+    finally:
+        quiet.setLevel(level)
     return path
 
 

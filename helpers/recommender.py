@@ -166,8 +166,12 @@ class Recommender:
         self.n_items = len(items)
         self.explain_with = explain_with
         self.users: dict = {}  # user -> their state, kept by observe() (notebook 09)
-        self._by_raw = pd.Series(items.index.to_numpy(), index=items["raw_id"].to_numpy())
-        self._by_title = items.reset_index().groupby(items["title"].str.casefold().to_numpy())["item"].agg(list)
+        # plain lists and dicts, indexed by course ID: a pandas lookup costs microseconds each
+        self._raw_ids = [None, *(r.item() if isinstance(r, np.generic) else r for r in items["raw_id"])]
+        self._titles = [None, *items["title"]]
+        self._genres = [set(), *(set(g) for g in items["genres"])]
+        self._by_raw = {raw: course for course, raw in enumerate(self._raw_ids) if course}
+        self._by_title = items.reset_index().groupby(items["title"].str.casefold().to_numpy())["item"].agg(list).to_dict()
         self._popular = torch.as_tensor(np.log(items["popularity"].to_numpy() + 1.0) -
                                         math.log(items["popularity"].sum() + self.n_items))
         self.checksum: str | None = None  # set by save() and load()
@@ -192,19 +196,19 @@ class Recommender:
 
     def _resolve_one(self, entry) -> int | None:
         if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
-            return int(self._by_raw[entry]) if entry in self._by_raw.index else None
+            return self._by_raw.get(int(entry))
         if not isinstance(entry, str):
             return None
-        if entry in self._by_raw.index:  # raw IDs that are strings (e.g. Amazon ASINs)
-            return int(self._by_raw[entry])
+        if entry in self._by_raw:  # raw IDs that are strings (e.g. Amazon ASINs)
+            return self._by_raw[entry]
         key = entry.strip().casefold()
         found = self._by_title.get(key)
         if found is None and key.endswith(")") and "(" in key:  # "Title (1995)"
             head, _, year = key.rpartition("(")
             found = [i for i in self._by_title.get(head.strip(), [])
                      if str(self.items.at[i, "year"]) == year.rstrip(")").strip()] or None
-        if found is None and key.isdigit() and int(key) in self._by_raw.index:
-            return int(self._by_raw[int(key)])
+        if found is None and key.isdigit() and int(key) in self._by_raw:
+            return self._by_raw[int(key)]
         if not found:
             return None
         if len(found) > 1:
@@ -214,8 +218,7 @@ class Recommender:
 
     def raw_id(self, item: int):
         """The raw ID of course item ``item``."""
-        raw = self.items.at[int(item), "raw_id"]
-        return raw.item() if isinstance(raw, np.generic) else raw
+        return self._raw_ids[int(item)]
 
     # ------------------------------------------------------------ scoring
     def scores(self, history: np.ndarray) -> torch.Tensor:
@@ -250,11 +253,10 @@ class Recommender:
         reasons = self._reasons(ids, top, explain_top) if len(ids) and explain_top else [[] for _ in top]
         recs = []
         for item, score, because in zip(top.tolist(), values.tolist(), reasons):
-            genres = set(self.items.at[item, "genres"])
-            shared = sorted(genres.intersection(*[set(self.items.at[b, "genres"]) for b in because])) if because else []
-            recs.append(Recommendation(self.raw_id(item), self.items.at[item, "title"], score,
-                                       [self.raw_id(b) for b in because],
-                                       [self.items.at[b, "title"] for b in because], shared))
+            shared = sorted(self._genres[item].intersection(*(self._genres[b] for b in because))) if because else []
+            recs.append(Recommendation(self._raw_ids[item], self._titles[item], score,
+                                       [self._raw_ids[b] for b in because], [self._titles[b] for b in because],
+                                       shared))
         return Answer(recs, source, [self.raw_id(i) for i in ids])
 
     def _reasons(self, ids: np.ndarray, top: torch.Tensor, n: int) -> list[list[int]]:

@@ -100,7 +100,9 @@ def create_app(recommender: Recommender | None = None) -> FastAPI:
         return JSONResponse(detail, status_code=422)
 
     @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(body: RecommendRequest) -> JSONResponse:  # a plain def: FastAPI runs it in a thread
+    async def recommend(body: RecommendRequest) -> JSONResponse:
+        # Runs in the event loop: about a millisecond of CPU, less than handing it to a thread
+        # costs. Requests are served one at a time per process; `uvicorn --workers N` uses N cores.
         start = time.perf_counter()
         answer = recommender.recommend(body.history, k=body.k, exclude_seen=body.exclude_seen,
                                        explain_top=2 if body.explain else 0)
