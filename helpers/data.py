@@ -167,9 +167,17 @@ def _sequence_line_error(line: bytes) -> str | None:
         return "a token is not a non-negative integer"
     if b" " not in line:
         return "a user id with no item"
-    if len(line) > 18 and any(len(t) > 18 and int(t) >= _INT64 for t in line.split()):
+    if any(len(t) > 18 and int(t) >= _INT64 for t in line.split()):
         return "an id beyond int64"
     return None
+
+
+def _tokens(lines: list[bytes]) -> np.ndarray | None:
+    """Every token of ``lines`` (digits and single spaces) in order; int64 unless one is
+    beyond int64's range (then uint64 or float64); None for no lines."""
+    if not lines:
+        return None
+    return pd.read_csv(io.BytesIO(b"\n".join(lines).replace(b" ", b"\n")), header=None)[0].to_numpy()
 
 
 def read_sequence_file(path: str | os.PathLike, max_malformed: float = MAX_MALFORMED) -> pd.DataFrame:
@@ -188,24 +196,32 @@ def read_sequence_file(path: str | os.PathLike, max_malformed: float = MAX_MALFO
     lines = raw.splitlines()
     if any(odd in raw for odd in (b"\t", b"  ", b"\f", b"\v")):  # make every separator one space
         lines = [b" ".join(line.split()) for line in lines]
-    numbered = [(i, line.strip()) for i, line in enumerate(lines, 1) if line.strip()]
-    errors = [_sequence_line_error(line) for _, line in numbered]
-    good = [line for (_, line), error in zip(numbered, errors) if error is None]
-    malformed = len(numbered) - len(good)
+    lines = [line.strip() for line in lines]
+    fine = [b" " in line and not line.translate(None, b"0123456789 ") for line in lines]
+    good = [line for ok, line in zip(fine, lines) if ok]
+    tokens = _tokens(good)
+    if tokens is not None and tokens.dtype != np.int64:  # an id beyond int64: check line by line
+        fine = [ok and _sequence_line_error(line) is None for ok, line in zip(fine, lines)]
+        good = [line for ok, line in zip(fine, lines) if ok]
+        tokens = _tokens(good)
+    malformed = sum(1 for line in lines if line) - len(good)
     first_bad = ""
     if malformed:
-        at = next(j for j, error in enumerate(errors) if error is not None)
-        number, line = numbered[at]
-        first_bad = f"line {number} ({_shown(line.decode(errors='replace'))}): {errors[at]}"
+        at = next(i for i, (ok, line) in enumerate(zip(fine, lines)) if line and not ok)
+        first_bad = (f"line {at + 1} ({_shown(lines[at].decode(errors='replace'))}): "
+                     f"{_sequence_line_error(lines[at])}")
     _check_counts(path, len(good), malformed, max_malformed, first_bad)
-    tokens = pd.read_csv(io.BytesIO(b"\n".join(good).replace(b" ", b"\n")), header=None,
-                         dtype=np.int64)[0].to_numpy()
     lengths = np.array([line.count(b" ") for line in good], dtype=np.int64)  # items per line
     heads = np.cumsum(lengths + 1) - (lengths + 1)  # where each line's user id sits
     is_item = np.ones(len(tokens), dtype=bool)
     is_item[heads] = False
-    df = pd.DataFrame({"user_id": np.repeat(tokens[heads], lengths), "item_id": tokens[is_item]})
-    df["timestamp"] = df.groupby("user_id", sort=False).cumcount().astype(np.int64)
+    users = tokens[heads]  # (lines,)
+    df = pd.DataFrame({"user_id": np.repeat(users, lengths), "item_id": tokens[is_item]})
+    if len(np.unique(users)) == len(users):  # one line per user: the position in the line
+        starts = np.cumsum(lengths) - lengths
+        df["timestamp"] = np.arange(lengths.sum(), dtype=np.int64) - np.repeat(starts, lengths)
+    else:  # a user on several lines: the position in the whole history
+        df["timestamp"] = df.groupby("user_id", sort=False).cumcount().astype(np.int64)
     df.attrs["malformed"] = malformed
     return df
 
