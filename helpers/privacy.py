@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from helpers.course import write_atomic
 from helpers.ids import IGNORE
 from helpers.sequences import pad_left
+from helpers.split import EvalSet, Split
 
 KEY_ENV = "COURSE_PSEUDONYM_KEY"  # the key itself, as text (e.g. 64 hex characters)
 KEY_FILE_ENV = "COURSE_PSEUDONYM_KEY_FILE"  # or a file outside the repository holding it
@@ -131,6 +132,22 @@ def member_split(n_users: int, member_fraction: float = 0.5, seed: int = 0) -> t
     order = np.random.default_rng(seed).permutation(n_users)
     cut = int(round(member_fraction * n_users))
     return np.sort(order[:cut]), np.sort(order[cut:])
+
+
+def split_members(s: Split, member_fraction: float = 0.5, seed: int = 0) -> tuple[Split, list[np.ndarray]]:
+    """Keep a random ``member_fraction`` of ``s``'s users (their training sequences and
+    targets) as the members a model trains on; return them and the other users' training
+    sequences, the non-members a membership-inference attack must tell apart."""
+    members, others = member_split(len(s.train), member_fraction, seed)
+    keep = set(s.train_users[members].tolist())
+
+    def part(ev: EvalSet) -> EvalSet:
+        rows = [i for i, u in enumerate(ev.users) if u in keep]
+        return EvalSet(ev.users[rows], [ev.histories[i] for i in rows], ev.targets[rows])
+
+    member = Split(s.n_items, [s.train[i] for i in members], s.train_users[members], part(s.valid), part(s.test),
+                   f"{s.protocol}; members: {len(members)} of {len(s.train)} users (seed {seed})")
+    return member, [s.train[i] for i in others]
 
 
 @torch.no_grad()

@@ -155,3 +155,14 @@ def test_dp_clipping_bounds_each_users_influence():
     opt.step()
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     assert float((after - before).norm()) <= 1e-3 + 1e-7  # mean of two clipped gradients
+
+
+def test_split_members_keeps_members_targets_only():
+    from helpers.split import leave_one_out
+
+    df = pd.DataFrame({"user_id": np.repeat(np.arange(1, 7), 4), "item_id": np.tile([1, 2, 3, 4], 6),
+                       "timestamp": np.tile(np.arange(4), 6)})
+    s = leave_one_out(df)
+    member, others = privacy.split_members(s, 0.5, seed=0)
+    assert len(member.train) == 3 and len(others) == 3
+    assert set(member.test.users) == set(member.train_users) == set(member.valid.users)
