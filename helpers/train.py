@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from helpers import distributed
 from helpers.batches import Batches, CausalBatches, causal_batches, causal_windows
 from helpers.course import default_device, seed_everything
 from helpers.ids import IGNORE
@@ -217,14 +218,23 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     and non-finite weights are never validated or checkpointed. On return the model holds the
     weights of the best validation epoch. ``on_epoch(model, row)``, if given, runs after each
     epoch with that epoch's log row (a benchmark uses it to follow a test metric).
+
+    Under ``torchrun`` with several processes (:mod:`helpers.distributed`) the model trains
+    as ``DistributedDataParallel`` and process r takes batches r, r + world, ... of each
+    epoch (the last ``len(batches) % world`` are left out so every process steps equally);
+    every process validates, only process 0 writes the checkpoint.
     """
     _check_inputs(split, config, causal=make_batches is None)
     data = fingerprint(split)
     device = default_device()
     seed_everything(config.seed)
     model.to(device)
+    rank, world = distributed.setup()
     batches = (make_batches or causal_batches)(split.train, config)
-    total = config.epochs * len(batches)
+    steps = len(batches) // world  # optimizer steps per epoch, in every process
+    if steps == 0:
+        raise ValueError(f"{len(batches)} batches per epoch cannot be shared by {world} processes")
+    total = config.epochs * steps
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     warmup = max(config.warmup_steps, round(config.warmup_fraction * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, warmup, config.cosine))
@@ -244,7 +254,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         if torch.cuda.is_available() and saved["cuda_rng"]:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
-    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))
+    quiet = not progress or bool(os.environ.get("TQDM_DISABLE")) or rank != 0
+    net = distributed.wrap(model, world)  # what training calls; `model` itself for one process
     started, stopped = time.perf_counter(), "epochs"
     for epoch in range(state["epoch"] + 1, config.epochs + 1):
         if state["bad_evals"] >= config.patience:
@@ -255,11 +266,15 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         model.train()
         generator = torch.Generator().manual_seed(config.seed + epoch)
         start, total_loss, n_targets = time.perf_counter(), 0.0, 0
-        for input_ids, labels in tqdm(batches.epoch(generator), total=len(batches), disable=quiet,
-                                      desc=f"epoch {epoch}", leave=False):
+        for i, (input_ids, labels) in enumerate(tqdm(batches.epoch(generator), total=steps * world,
+                                                     disable=quiet, desc=f"epoch {epoch}", leave=False)):
+            if i >= steps * world:
+                break
+            if i % world != rank:  # another process's batch
+                continue
             input_ids, labels = input_ids.to(device), labels.to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                _, loss = model(input_ids, labels)
+                _, loss = net(input_ids, labels)
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(
@@ -270,9 +285,11 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             scheduler.step()
             n = int((labels != IGNORE).sum())
             total_loss, n_targets = total_loss + value * n, n_targets + n
-            if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+            if config.max_seconds is not None and distributed.any_true(
+                    time.perf_counter() - started > config.max_seconds, world):
                 stopped = "budget"
                 break
+        total_loss, n_targets = distributed.sum_all([total_loss, n_targets], world)
         _check_finite(model, epoch, scheduler.get_last_lr()[0])
         row = {"epoch": epoch, "loss": total_loss / max(n_targets, 1),
                "seconds": time.perf_counter() - start}
@@ -292,7 +309,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         if not quiet:
             tqdm.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in row.items()))
-        if path is not None:
+        if path is not None and rank == 0:
             save_tensors({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                           "rng": torch.get_rng_state(),
@@ -309,18 +326,25 @@ def plot_history(result: TrainResult, ax=None):
     """Learning curve: training loss (left axis) and the validation metric (right axis)."""
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     if ax is None:
         _, ax = plt.subplots()
     h = result.history
     ax.plot(h["epoch"], h["loss"], color="C0", marker=".", label="training loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss", color="C0")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+    ax.grid(alpha=0.3)  # one grid, the left axis's: the twin's would not line up with it
     column = f"valid_{result.metric}"
     if column in h:
         right = ax.twinx()
+        right.grid(False)
         valid = h.dropna(subset=[column])
-        right.plot(valid["epoch"], valid[column], color="C1", marker="o", label=column)
+        right.plot(valid["epoch"], valid[column], color="C1", marker="o", label=f"validation {result.metric}")
         right.set_ylabel(f"validation {result.metric}", color="C1")
         right.axvline(result.best_epoch, color="C1", linestyle=":", label=f"best epoch {result.best_epoch}")
-        right.legend(loc="center right")
+        handles = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        # below the axes: inside, the falling loss and the rising metric leave no free corner
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncols=3, frameon=False)
     return ax
