@@ -88,16 +88,18 @@ def summary(session: Session) -> str:
     users = "all users" if p.max_users is None else f"{p.max_users} users each"
     seconds = _last_run_seconds(session.notebook, p.name)
     took = (f"the last {p.name} run of this notebook here took {seconds / 60:.1f} min"
-            if seconds is not None else f"roughly {ROUGH_TIME.get(p.name, 'unknown')}")
-    others = " | ".join(f"%env {PROFILE_ENV}={name}" for name in PROFILES if name != p.name)
+            if seconds is not None else f"expect {ROUGH_TIME.get(p.name, 'no estimate for this profile')}")
+    budget = f", at most {p.train_seconds / 60:.0f} min each" if p.train_seconds else ""
+    others = " or ".join(f"%env {PROFILE_ENV}={name}" for name in PROFILES if name != p.name)
     return "\n".join([
         f"notebook {session.notebook} | profile {p.name} | device {session.device} "
         f"| torch {torch.__version__} | seed {session.seed}",
         f"profile {p.name}: {', '.join(p.datasets)} ({users}); neural models up to {p.epochs} epochs "
         f"(early stop after {p.patience} without gain), window {p.max_len}, width {p.hidden}, "
-        f"{p.n_layers} layers; BERT fine-tuning {p.finetune_steps} steps",
+        f"{p.n_layers} layer(s){budget}; BERT fine-tuning {p.finetune_steps} steps",
         f"time: {took}",
-        f"another profile: run {others} (or set {PROFILE_ENV} before starting), then rerun this cell",
+        f"another profile: run {others} in a cell (or set {PROFILE_ENV} before starting), "
+        "then rerun this cell",
     ])
 
 
