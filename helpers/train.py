@@ -157,7 +157,7 @@ def _check_resume(saved: dict, config: TrainConfig, data: str, path: Path) -> No
 
 def _check_inputs(split: Split, config: TrainConfig, causal: bool) -> None:
     """Fail before training, naming the argument, on input that would fail or mislead later."""
-    if not split.train:
+    if len(split.train) == 0:
         raise ValueError("split.train is empty: no training sequences")
     if causal and max(len(s) for s in split.train) < 2:
         raise ValueError(f"no training sequence has 2 items, so there is no next item to learn "
