@@ -36,10 +36,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from helpers import explain, storage
+from helpers import data, explain, split, storage
 from helpers.gru4rec import GRU4Rec, GRU4RecConfig
 from helpers.ids import PAD
 from helpers.preprocess import IdMap
+from helpers.profile import Profile
 from helpers.sasrec import SASRec, SASRecConfig
 from helpers.sequences import pad_left
 
@@ -132,6 +133,19 @@ def catalogue(ids: IdMap, items: pd.DataFrame | None = None, sequences: Sequence
     flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences]) if len(sequences) else np.array([], int)
     cat["popularity"] = np.bincount(flat, minlength=ids.n_items + 1)[1:]
     return cat
+
+
+def from_registry(dataset: str, profile: Profile, model: str = "sasrec",
+                  seed: int = 0) -> tuple[Recommender, split.Split]:
+    """The registry's ``model`` trained on ``dataset``'s standard split (read from the model
+    cache when it is there), with the catalogue of that data, and the split (test histories
+    in course IDs: ``rec.raw_id`` maps them back); what the benchmarks serve."""
+    from helpers import registry  # imports every model of the course: only when asked
+
+    prepared = registry.prepare(dataset, profile, seed)
+    s = split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
+    fitted = registry.fit(model, s, profile, seed=seed, progress=False).cpu()
+    return Recommender(fitted, catalogue(prepared.ids, data.load_items(dataset), s.train)), s
 
 
 def bake(model: nn.Module) -> nn.Module:

@@ -189,11 +189,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(artefact: str | os.PathLike, port: int | None = None, workers: int = 1,
+def running_server(artefact: str | os.PathLike, port: int | None = None, workers: int = 1, threads: int = 1,
                    startup_timeout: float = 60.0) -> Iterator[str]:
-    """A real uvicorn serving ``artefact`` on 127.0.0.1; yields its base URL and stops it after."""
+    """A real uvicorn serving ``artefact`` on 127.0.0.1 (``workers`` processes of ``threads``
+    torch threads each); yields its base URL and stops it after."""
     port = port or free_port()
-    env = {**os.environ, MODEL_ENV: str(Path(artefact).resolve())}
+    env = {**os.environ, MODEL_ENV: str(Path(artefact).resolve()), "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "uvicorn", "--factory", "helpers.service:create_app", "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(workers), "--log-level", "warning", "--no-access-log"]
     process = subprocess.Popen(cmd, env=env)
