@@ -2,6 +2,7 @@
 
     python benchmarks/serve_latency.py                       # Beauty SASRec, the active profile
     python benchmarks/serve_latency.py --profile cpu --compile --repeats 2000 --json results/serve_latency.json
+    python benchmarks/serve_latency.py --profile ci --repeats 10 --artefact artefacts/sasrec-beauty  # keep one
 
 The issue's setting: one request (batch 1) with a history of the profile's ``max_len`` items (the
 longest test history), top 10 over all items with the seen ones excluded. Rows:
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch and ONNX Runtime threads")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (compiles first)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--artefact", type=Path, default=None, help="also save the served artefact here")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     profile = get_profile(args.profile)
@@ -105,6 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rows = model_rows(rec, one, batch, args.repeats, args.compile, Path(tmp), args.threads)
         rows.update(http_rows(rec, [rec.raw_id(i) for i in history], args.repeats, Path(tmp), args.threads))
+    if args.artefact:
+        print(f"artefact {args.artefact}, checksum {rec.save(args.artefact)}")
     table = pd.DataFrame(rows).T
     load = os.getloadavg()
     print(f"{args.dataset} {type(rec.model).__name__}, profile {profile.name}: {rec.n_items:,} items, "
