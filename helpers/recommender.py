@@ -13,8 +13,9 @@ catalogue) as plain files, and ``MANIFEST.sha256`` with the sha256 of each file;
 artefact's checksum is the sha256 of that manifest. ``load`` refuses an artefact whose
 files do not match it (:class:`ArtefactError`).
 
-Per-user state (notebook 09's ``observe(user, item, timestamp)``) lives in
-``Recommender.users``; ``recommend`` itself is stateless.
+Per-user state lives in ``Recommender.users`` (:class:`helpers.online.OnlineHistories`, each
+user's latest ``max_len`` events): ``observe(user, item, timestamp)`` records an event,
+``recommend_for(user)`` answers from it. ``recommend`` itself is stateless.
 
 Letters: T window (``model.max_len``), V = n_items + 1, K recommendations.
 """
@@ -39,6 +40,7 @@ from torch import nn
 from helpers import data, explain, split, storage
 from helpers.gru4rec import GRU4Rec, GRU4RecConfig
 from helpers.ids import PAD
+from helpers.online import OnlineHistories
 from helpers.preprocess import IdMap
 from helpers.profile import Profile
 from helpers.sasrec import SASRec, SASRecConfig
@@ -104,7 +106,7 @@ class Answer:
                             index=pd.RangeIndex(1, len(self.items) + 1, name="rank"))
 
     def sentence(self, n: int = 2) -> list[str]:
-        """"Title, because you watched X and Y" for each recommendation."""
+        """One line per recommendation: 'Title, because you watched X and Y'."""
         out = []
         for r in self.items:
             if not r.because_titles:
@@ -179,7 +181,7 @@ class Recommender:
         self.items = items  # see `catalogue`
         self.n_items = len(items)
         self.explain_with = explain_with
-        self.users: dict = {}  # user -> their state, kept by observe() (notebook 09)
+        self.users = OnlineHistories(window=self.max_len)  # per-user windows, see observe()
         # plain lists and dicts, indexed by course ID: a pandas lookup costs microseconds each
         self._raw_ids = [None, *(r.item() if isinstance(r, np.generic) else r for r in items["raw_id"])]
         self._titles = [None, *items["title"]]
@@ -253,11 +255,10 @@ class Recommender:
             raise RecommendError(f"k must be >= 1, got {k}")
         ids = self.resolve(history)
         if len(ids) == 0:
-            scores, source = torch.cat([torch.tensor([float("-inf")]), self._popular.float()]), \
-                "popularity (empty history)"
+            scores = torch.cat([torch.tensor([float("-inf")]), self._popular.float()])  # (V,)
+            source = "popularity (empty history)"
         else:
-            scores, source = self.scores(ids), "model"
-        scores = scores.clone()
+            scores, source = self.scores(ids).clone(), "model"
         scores[PAD] = float("-inf")
         if exclude_seen and len(ids):
             scores[torch.as_tensor(ids)] = float("-inf")
@@ -272,6 +273,20 @@ class Recommender:
                                        [self._raw_ids[b] for b in because], [self._titles[b] for b in because],
                                        shared))
         return Answer(recs, source, [self.raw_id(i) for i in ids])
+
+    # ------------------------------------------------------------ per-user state
+    def observe(self, user, item, timestamp: float) -> str:
+        """Record that ``user`` met ``item`` (raw ID or title) at ``timestamp``.
+
+        Returns ``"added"``, ``"inserted"`` (out of order, put in place), ``"duplicate"``
+        (the same item and time again: ignored) or ``"refused"`` (see ``OnlineHistories``).
+        """
+        (course_id,) = self.resolve([item])
+        return self.users.observe(user, int(course_id), timestamp)
+
+    def recommend_for(self, user, k: int = 10, exclude_seen: bool = True, explain_top: int = 2) -> Answer:
+        """:meth:`recommend` from the events observed for ``user`` (none: the popularity fallback)."""
+        return self.recommend([self._raw_ids[i] for i in self.users.history(user)], k, exclude_seen, explain_top)
 
     def _reasons(self, ids: np.ndarray, top: torch.Tensor, n: int) -> list[list[int]]:
         """For each recommended item, the ``n`` history items (course IDs) that drove it most."""

@@ -117,3 +117,16 @@ def test_a_text_aware_model_is_baked_to_a_plain_table_with_the_same_scores():
 def test_bad_k(rec):
     with pytest.raises(recommender.RecommendError, match="k must be"):
         rec.recommend([10], k=0)
+
+
+def test_observe_keeps_per_user_windows_and_recommend_for_answers_from_them(rec):
+    assert rec.observe("ann", 10, 100.0) == "added"
+    assert rec.observe("ann", "Toy Story", 200.0) == "added"
+    assert rec.observe("ann", 30, 200.0) == "duplicate"
+    assert rec.observe("ann", 40, 150.0) == "inserted"  # out of order: put in place
+    assert rec.users.history("ann").tolist() == [1, 4, 3]
+    expected = rec.recommend([10, 40, 30], k=3)
+    assert [r.item for r in rec.recommend_for("ann", k=3).items] == [r.item for r in expected.items]
+    assert rec.recommend_for("bob", k=2).source.startswith("popularity")
+    with pytest.raises(UnknownItems):
+        rec.observe("ann", 99, 300.0)
