@@ -24,23 +24,7 @@ cross-encoder on its top ``--k`` unseen items, on ``--users`` test users (0 = al
 
 Timings on CPU use ``--threads`` threads (default 1); they are noisy when the machine is shared.
 
-Measured (2026-11-26, CPU, 1 thread, machine shared with 2-3 other jobs, load average 4-6 on 2
-cores, so every timing is inflated and noisy), ``modes --modes M --steps 100 --eval-every 25
---max-tokens 96`` (batch 16, 10 history items with ratings, 20 examples per user):
-
-    mode   trainable    s/step  memory MB*  best step  valid F1  test acc  test macro-F1
-    full   22,713,986   6.06    347         100        .652      .659      .652
-    top     3,697,538   2.45    129         100        .643      .662      .652
-    lora       74,498   3.27     88         100        .381      .592      .383
-    majority class                                               .590      .371
-    * parameters + gradients + AdamW moments (activations not counted)
-
-LoRA (lr 1e-3) had barely left the majority class after 100 steps; it needs more steps.
-``rerank --modes top --steps 200 --batch-size 32 --max-tokens 64 --eval-every 100
---sasrec-epochs 15 --users 150 --k 20`` (536 s): validation AUC .636 (.590 at step 100), and
-on 150 test users SASRec NDCG@10 .0448 -> .0371 after re-ranking its top 20 (HR@20 .1267 both):
-a cross-encoder trained on 6,400 pairs re-orders worse than SASRec. (That run built SASRec
-before seeding; it is seeded now.)
+Measured runs: benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -59,8 +43,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import (course, data, evaluate, finetune, preprocess, rerank, sasrec, split, text,  # noqa: E402
-                     textdata, train)
+from helpers import (data, evaluate, finetune, preprocess, registry, rerank, split, text,  # noqa: E402
+                     textdata)
 from helpers.profile import get_profile  # noqa: E402
 
 LR = {"full": 5e-5, "top": 2e-4, "lora": 1e-3}  # peak learning rates per mode
@@ -130,11 +114,8 @@ def run_rerank(args) -> pd.DataFrame:
     prepared, sp, texts = load(args.seed)
     profile = get_profile(args.profile)
     start = time.perf_counter()
-    course.seed_everything(args.seed)  # SASRec's initial weights
-    base = sasrec.SASRec(sasrec.SASRecConfig(sp.n_items, profile.max_len, profile.hidden, profile.n_layers,
-                                             profile.n_heads, profile.dropout))
-    train.train(base, sp, train.TrainConfig.from_profile(profile, epochs=args.sasrec_epochs or profile.epochs),
-                progress=args.progress)
+    base = registry.fit("sasrec", sp, profile, seed=args.seed, progress=args.progress,
+                        **({"epochs": args.sasrec_epochs} if args.sasrec_epochs else {}))  # cached like a notebook's
     sasrec_s = time.perf_counter() - start
     tokenizer = textdata.load_tokenizer(args.model)
     examples = textdata.prefix_examples(sp, last=args.last)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import data, datasets, evaluate, registry
+from helpers import data, datasets, evaluate, registry, report
 from helpers.profile import Profile, get_profile
 
 
@@ -66,11 +66,8 @@ def run(models: list[str], dataset_names: list[str], profile: Profile,
 
 
 def markdown(table: pd.DataFrame) -> str:
-    """The table with CIs folded into the cells: ``.0456 [.0431, .0482]``."""
-    out = table[["dataset", "model", "users"]].copy()
-    for metric in ("hr@10", "ndcg@10"):
-        out[metric] = [f"{m:.4f} [{lo:.4f}, {hi:.4f}]" for m, lo, hi in
-                       zip(table[metric], table[f"{metric} lo"], table[f"{metric} hi"])]
+    """The table with CIs folded into the cells: ``0.0456 [0.0431, 0.0482]``."""
+    out = report.fold_ci(table)[["dataset", "model", "users", "hr@10", "ndcg@10"]].copy()
     for metric in ("hr@20", "ndcg@20", "mrr@10"):
         out[metric] = table[metric].map("{:.4f}".format)
     for col in ("fit s", "eval s"):

@@ -12,58 +12,23 @@ stopping on validation NDCG@10 and tested by the shared harness (95% bootstrap C
     python benchmarks/text_models.py --models sasrec sasrec_text --budget 600
     python benchmarks/text_models.py --cold --models pop content sasrec sasrec_text sasrec_textonly
 
-``--budget`` is the seconds of training and validation per model: training runs in
-increments of ``--eval-every`` epochs and stops when the next increment would overrun it
-(or when early stopping ends it); the model then holds its best validation epoch.
+``--budget`` is the seconds of training and validation per model (``TrainConfig.max_seconds``:
+training stops after the batch that spends it, or when early stopping ends it); the model then
+holds its best validation epoch.
 ``--cold``: the same models on ``textrec.cold_start_split`` (the newest 10% of items never
 trained on; every test target kept), reported for cold and warm targets and for head and
 tail targets; a text+ID model is also scored with the ID rows of cold items reset
 (``textrec.forget_items``: the items as if added after training).
 
-Published by LlamaRec on this data: SASRec R@10 .0993, N@10 .0522;
-BERT4Rec .0785 / .0366.
-
-Measured on 2 CPU cores shared with other jobs (load 3-7: timings are noisy, and a wall-clock
-budget buys fewer epochs under load), 1 torch thread, test, all 610 users, 95% bootstrap CIs:
-
-| run | model | HR@10 | NDCG@10 | epochs (best) | fit s |
-| --- | --- | --- | --- | --- | --- |
-| ``--budget 420`` | most popular | .0410 [.0262, .0566] | .0199 [.0121, .0282] | | 0 |
-| | content, zero-shot (decay .5 on valid) | .0557 [.0393, .0738] | .0366 [.0254, .0495] | | 4 |
-| | SASRec, ID | .1180 [.0951, .1443] | .0650 [.0509, .0808] | 20 (18) | 400 |
-| | SASRec, text + ID | .1230 [.0984, .1492] | .0702 [.0551, .0872] | 20 (14) | 398 |
-| ``--models bert4rec bert4rec_text`` | BERT4Rec, ID | .0443 [.0295, .0607] | .0197 [.0124, .0277] | 38 (28) | 293 |
-| | BERT4Rec, text + ID | .0393 [.0246, .0557] | .0178 [.0110, .0258] | 14 (4) | 277 |
-
-Both SASRecs pass LlamaRec's published SASRec; text + ID leads early (validation NDCG@10 after 2
-epochs .035 against .015) and ends a little higher, inside the CIs. BERT4Rec early-stops far below
-its published .0366 at this budget (it needs long training: notebook 04).
-
-Cold start (``--cold --models pop content sasrec sasrec_text sasrec_textonly --budget 300``, and
-the same with ``--cold-how random`` without pop), NDCG@10 on cold / warm targets:
-
-| model | newest: 56 cold targets | random: 71 cold targets |
-| --- | --- | --- |
-| most popular | 0 / .0220 | |
-| content, zero-shot | .0179 / .0357 | .0558 / .0350 |
-| SASRec, ID | 0 / .0708 | 0 / .0654 |
-| SASRec, text + ID (same with cold ID rows reset) | 0 / .0663 | 0 / .0707 |
-| SASRec, text only | 0 / .0463 | 0 / .0488 |
-
-No trained SASRec, not even text-only, put a single cold target in its top 10: trained with a
-full softmax in which cold items are only ever negatives, the model learns to rank items it never
-saw as targets low, through the shared text projection as well. Only the zero-shot content model
-recommends cold items, and on random cold items better than warm ones.
+Published by LlamaRec on this data (printed as the last rows): SASRec R@10 .0993, N@10 .0522;
+BERT4Rec .0785 / .0366. Measured runs: benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -73,11 +38,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import (baselines, bert4rec, data, evaluate, metrics, preprocess, sasrec, split,  # noqa: E402
-                     text, textrec, train)
-
-sys.path.insert(0, str(Path(__file__).parent))
-from bert4rec_vs_sasrec import fit_within, markdown  # noqa: E402
+from helpers import (baselines, bert4rec, data, evaluate, metrics, preprocess, report, sasrec,  # noqa: E402
+                     split, text, textrec, train)
 
 EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 PUBLISHED = {"sasrec (LlamaRec paper)": {"hr@10": 0.0993, "ndcg@10": 0.0522},
@@ -111,12 +73,13 @@ def build(name: str, n_items: int, vectors: torch.Tensor, args):
     """``(model, make_batches)`` for a neural row."""
     torch.manual_seed(args.seed)
     if name.startswith("sasrec"):
-        config = sasrec.SASRecConfig(n_items, args.max_len, args.hidden, args.layers, args.heads, args.dropout)
+        config = sasrec.SASRecConfig(n_items, max_len=args.max_len, hidden=args.hidden, n_layers=args.layers,
+                                     n_heads=args.heads, dropout=args.dropout)
         if name == "sasrec":
             return sasrec.SASRec(config), None
         return textrec.text_sasrec(config, vectors, id_embeddings=name == "sasrec_text"), None
-    config = bert4rec.BERT4RecConfig(n_items, args.max_len, args.hidden, args.layers, args.heads, args.dropout,
-                                     mask_prob=args.mask_prob)
+    config = bert4rec.BERT4RecConfig(n_items, max_len=args.max_len, hidden=args.hidden, n_layers=args.layers,
+                                     n_heads=args.heads, dropout=args.dropout, mask_prob=args.mask_prob)
     model = bert4rec.BERT4Rec(config) if name == "bert4rec" else textrec.text_bert4rec(config, vectors)
     return model, bert4rec.cloze_batches(config)
 
@@ -133,10 +96,8 @@ def fit(name: str, s: split.Split, vectors: torch.Tensor, args) -> tuple[object,
     config = train.TrainConfig(epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
                                weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                                patience=args.patience, eval_every=args.eval_every, max_len=args.max_len,
-                               seed=args.seed)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = fit_within(model, make_batches, s, dataclasses.replace(config, checkpoint=Path(tmp) / "ckpt.pt"),
-                            args.budget)
+                               seed=args.seed, max_seconds=args.budget)
+    result = train.train(model, s, config, make_batches=make_batches, progress=False)
     row = {"fit s": time.perf_counter() - start, "train s": float(result.history["seconds"].sum()),
            "epochs": len(result.history), "best epoch": result.best_epoch}
     return model, row, result.history.to_dict("list")
@@ -223,7 +184,9 @@ def main() -> None:
         out = {"cold": table.reset_index().to_dict("records")}
     else:
         rows, curves = main_table(prepared, vectors, args)
-        print(markdown(rows))
+        print(report.markdown(rows, ["model", "hr@10", "ndcg@10", "epochs", "best epoch", "train s", "fit s", "load"],
+                              {"epochs": ".0f", "best epoch": ".0f", "train s": ".0f", "fit s": ".0f",
+                               "load": ".1f"}))
         out = {"rows": rows, "curves": curves}
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, **out},

@@ -26,7 +26,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -34,7 +33,7 @@ from torch import nn
 from helpers import storage
 from helpers.course import default_device
 from helpers.datasets import cache_dir
-from helpers.split import Split
+from helpers.split import Split, fingerprint
 from helpers.train import TrainConfig, TrainResult
 
 CACHE_ENV = "COURSE_MODEL_CACHE"
@@ -52,16 +51,6 @@ def retrain_requested() -> bool:
     return os.environ.get(RETRAIN_ENV, "").strip() not in ("", "0")
 
 
-def data_fingerprint(split: Split) -> str:
-    """sha256 of what training reads: n_items, the training sequences and the validation set."""
-    h = hashlib.sha256(str(split.n_items).encode())
-    for part in (split.train, split.valid.histories):
-        h.update(np.array([len(s) for s in part], dtype=np.int64).tobytes())
-        h.update(np.concatenate([np.asarray(s, dtype=np.int64) for s in part] + [np.zeros(0, np.int64)]).tobytes())
-    h.update(np.asarray(split.valid.targets, dtype=np.int64).tobytes())
-    return h.hexdigest()
-
-
 def code_version(modules: Iterable[ModuleType]) -> str:
     """sha256 of the source files of ``modules``: any edit to them retrains."""
     h = hashlib.sha256()
@@ -76,7 +65,7 @@ def cache_key(name: str, config, train_config: TrainConfig, split: Split,
     """Everything an entry depends on, as a JSON-ready dict."""
     train_fields = {k: v for k, v in dataclasses.asdict(train_config).items() if k not in UNKEYED}
     return {"name": name, "config": dataclasses.asdict(config), "train": train_fields,
-            "data": data_fingerprint(split), "code": code_version(modules),
+            "data": fingerprint(split), "code": code_version(modules),
             "torch": torch.__version__, "device": default_device().type}
 
 
