@@ -61,6 +61,9 @@ def test_empty_history_is_the_labelled_fallback(client):
     ({"history": [2 ** 70]}, 422, "unknown"),
     ({"history": [10] * (service.MAX_HISTORY + 1)}, 422, "at most"),
     (None, 422, "Field required"),
+    ([10, 20], 422, "valid dictionary"),
+    ({"history": [10], "k": 10 ** 30}, 422, "less than or equal"),
+    ({"history": ["x" * 301]}, 422, "at most 300 characters"),
 ])
 def test_malformed_bodies_get_a_4xx_that_says_why(client, payload, status, says):
     response = client.post("/recommend", json=payload) if payload is not None else client.post("/recommend")
