@@ -40,6 +40,8 @@ class Profile:
     text_max_tokens: int = 128  # tokens kept of a history written as text
     finetune_batch_size: int = 16  # examples per fine-tuning step (a BERT step costs far more than SASRec's)
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
+    click_k: int = 50  # candidates per user the feature-based click model re-orders (05)
+    id_dropout: float = 0.5  # share of items seen through their text alone per training batch (05)
     train_seconds: float | None = None  # training-time budget per model (seconds); None = epochs only
     compare_models: tuple[str, ...] | None = None  # registry models in notebook 07's table; None = all
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
@@ -66,7 +68,7 @@ PROFILES: dict[str, Profile] = {
         name="ci", max_users=300, max_len=20, epochs=2, batch_size=128,
         eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
-        finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3,
+        finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3, click_k=10,
         compare_models=("pop", "markov", "itemknn", "sasrec"), n_seeds=2,
         explain_users=30, load_requests=40, load_concurrency=16, latency_repeats=30, compile_timing=False,
         student_hidden=8,
