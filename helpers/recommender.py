@@ -187,7 +187,8 @@ class Recommender:
         self._titles = [None, *items["title"]]
         self._genres = [set(), *(set(g) for g in items["genres"])]
         self._by_raw = {raw: course for course, raw in enumerate(self._raw_ids) if course}
-        self._by_title = items.reset_index().groupby(items["title"].str.casefold().to_numpy())["item"].agg(list).to_dict()
+        folded = items["title"].str.casefold().to_numpy()
+        self._by_title = items.reset_index().groupby(folded)["item"].agg(list).to_dict()  # title -> course IDs
         self._popular = torch.as_tensor(np.log(items["popularity"].to_numpy() + 1.0) -
                                         math.log(items["popularity"].sum() + self.n_items))
         self.checksum: str | None = None  # set by save() and load()
