@@ -365,11 +365,43 @@ class Fallback:
         return out
 
 
-def by_history_length(results: dict[str, EvalResult], max_length: int = 20, metric: str = "ndcg@10") -> pd.DataFrame:
-    """Mean ``metric`` per history length 1..max_length (rows), one column per scorer."""
-    table = {name: pd.Series(r.metrics[metric]).groupby(np.minimum(r.history_lengths, max_length + 1)).mean()
-             for name, r in results.items()}
-    counts = pd.Series(next(iter(results.values())).history_lengths).clip(upper=max_length + 1).value_counts()
-    out = pd.DataFrame(table)
-    out["events"] = counts.reindex(out.index)
-    return out.loc[out.index <= max_length]
+def by_history_length(lengths: np.ndarray, scores: dict[str, np.ndarray], max_length: int = 20) -> pd.DataFrame:
+    """Mean of each scorer's per-event metric (``scores``: name -> (N,)) for history lengths
+    1..max_length (rows), with the number of events of each length."""
+    lengths = np.asarray(lengths)
+    table = pd.DataFrame({name: pd.Series(np.asarray(v, dtype=np.float64)).groupby(lengths).mean()
+                          for name, v in scores.items()})
+    table["events"] = pd.Series(lengths).value_counts()
+    return table.loc[(table.index >= 1) & (table.index <= max_length)]
+
+
+def events_to_beat(table: pd.DataFrame, model: str, fallback: str, smooth: int = 3) -> int | None:
+    """The shortest history length from which ``model`` scores at least ``fallback`` at every
+    longer length in ``table`` (both smoothed by a centred rolling mean of ``smooth`` rows);
+    None if it never does."""
+    gap = (table[model] - table[fallback]).rolling(smooth, center=True, min_periods=1).mean()
+    behind = np.flatnonzero(gap.to_numpy() < 0)
+    if len(behind) and behind[-1] == len(gap) - 1:
+        return None
+    return int(table.index[behind[-1] + 1]) if len(behind) else int(table.index[0])
+
+
+def fit_base(stream: Stream, model: nn.Module, epochs: int, lr: float, batch_size: int, seed: int = 0) -> nn.Module:
+    """Train ``model`` on the events before the stream (period -1), every target, ``epochs`` epochs."""
+    _, seqs, _ = stream.sequences(0)
+    fit_events(model, NewEventBatches(seqs, [0] * len(seqs), model.max_len, batch_size), epochs, lr, seed)
+    return model
+
+
+def summary(results: dict[str, StreamResult], reference: str = "retrain") -> pd.DataFrame:
+    """One row per strategy: mean per-period NDCG@10 and HR@10, relative to ``reference``,
+    update seconds and targets trained on (the compute), and forgetting."""
+    rows = {name: {"ndcg@10": r.periods["ndcg@10"].mean(), "hr@10": r.periods["hr@10"].mean(),
+                   "update s": r.periods["update_s"].sum(), "targets trained": r.periods["trained_targets"].sum(),
+                   "forgetting": r.forgetting} for name, r in results.items()}
+    table = pd.DataFrame(rows).T
+    if reference in table.index:
+        ref = table.loc[reference]
+        table[f"ndcg vs {reference}"] = table["ndcg@10"] / ref["ndcg@10"] - 1
+        table[f"compute vs {reference}"] = table["targets trained"] / ref["targets trained"]
+    return table
