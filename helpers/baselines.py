@@ -21,6 +21,7 @@ import scipy.sparse as sp
 import torch
 
 from helpers.ids import PAD
+from helpers.sequences import item_pairs
 
 
 def _check_sequences(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarray:
@@ -31,14 +32,6 @@ def _check_sequences(sequences: Sequence[np.ndarray], n_items: int) -> np.ndarra
     if flat.size and (flat.min() < 1 or flat.max() > n_items):
         raise ValueError(f"item ids must lie in 1..{n_items} (PAD never appears in a sequence)")
     return flat
-
-
-def _consecutive_pairs(sequences: Sequence[np.ndarray], gap: int) -> tuple[np.ndarray, np.ndarray]:
-    """All ``(s[t], s[t + gap])`` pairs inside each sequence, as two aligned id arrays."""
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] or [np.empty(0, np.int64)])
-    owner = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
-    same = owner[:-gap] == owner[gap:]
-    return flat[:-gap][same], flat[gap:][same]
 
 
 def _check_input(input_ids: torch.Tensor, fitted: bool) -> None:
@@ -135,7 +128,7 @@ class MarkovChain:
     def fit(self, sequences: Sequence[np.ndarray], n_items: int) -> MarkovChain:
         """Count consecutive pairs ``(s[t], s[t+1])`` in every sequence."""
         _check_sequences(sequences, n_items)
-        prev, nxt = _consecutive_pairs(sequences, gap=1)
+        prev, nxt = item_pairs(sequences, gap=1)
         v = n_items + 1
         self.n_items = n_items
         ones = np.ones(len(prev), dtype=np.float32)
@@ -206,7 +199,7 @@ class ItemKNN:
             co = (x.T @ x).tocsr()
             freq = np.asarray(x.sum(axis=0)).ravel()
         else:
-            pairs = [_consecutive_pairs(sequences, gap) for gap in range(1, self.window + 1)]
+            pairs = [item_pairs(sequences, gap) for gap in range(1, self.window + 1)]
             a = np.concatenate([p[0] for p in pairs])
             b = np.concatenate([p[1] for p in pairs])
             co = sp.csr_matrix((np.ones(2 * len(a)), (np.r_[a, b], np.r_[b, a])), shape=(v, v))

@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.ids import IGNORE, PAD
+from helpers.metrics import item_popularity
+from helpers.sequences import item_pairs
 from helpers.profile import Profile
 
 
@@ -28,12 +30,9 @@ def skipgram_pairs(sequences: Sequence[np.ndarray], window: int) -> tuple[Tensor
 
     Returns two (P,) LongTensors. Built with one shift per distance, no loop over users.
     """
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)])
-    owner = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
     centres, contexts = [], []
     for d in range(1, window + 1):
-        same = owner[:-d] == owner[d:]  # both ends in one sequence
-        a, b = flat[:-d][same], flat[d:][same]
+        a, b = item_pairs(sequences, d)
         centres += [a, b]
         contexts += [b, a]
     return torch.from_numpy(np.concatenate(centres)), torch.from_numpy(np.concatenate(contexts))
@@ -61,11 +60,9 @@ def skipgram_batches(window: int = 5) -> Callable:
 
 
 def item_counts(sequences: Sequence[np.ndarray], n_items: int) -> Tensor:
-    """(V,) how often each item occurs in ``sequences`` (PAD's count is 0)."""
-    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)])
-    counts = np.bincount(flat, minlength=n_items + 1)[: n_items + 1]
-    counts[PAD] = 0
-    return torch.from_numpy(counts).float()
+    """(V,) how often each item occurs in ``sequences`` (PAD's count is 0), as a float tensor:
+    :func:`helpers.metrics.item_popularity`, the noise distribution's input."""
+    return torch.from_numpy(item_popularity(sequences, n_items)).float()
 
 
 @dataclass

@@ -25,3 +25,17 @@ def pad_left(histories: Sequence[np.ndarray], max_len: int) -> torch.Tensor:
         if len(tail):
             out[row, max_len - len(tail):] = tail
     return torch.from_numpy(out)
+
+
+def item_pairs(sequences: Sequence[np.ndarray], gap: int) -> tuple[np.ndarray, np.ndarray]:
+    """All ``(s[t], s[t + gap])`` pairs inside each sequence, as two aligned (P,) id arrays.
+
+    One shift of the concatenated sequences, no loop over users; a pair never spans two.
+
+    >>> [a.tolist() for a in item_pairs([np.array([1, 2, 3]), np.array([4, 5])], 1)]
+    [[1, 2, 4], [2, 3, 5]]
+    """
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] + [np.zeros(0, np.int64)])
+    owner = np.repeat(np.arange(len(sequences)), [len(s) for s in sequences])
+    same = owner[:-gap] == owner[gap:]  # both ends in one sequence
+    return flat[:-gap][same], flat[gap:][same]
