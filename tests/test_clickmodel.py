@@ -128,3 +128,20 @@ def test_reranker_only_reorders_the_candidates_it_was_given():
     ndcg = clickmodel.candidate_ndcg(model.predict(X), y, 10, 8)
     assert np.allclose(moved.metrics["ndcg@10"], np.where(y.reshape(-1, 8).any(1), ndcg,
                                                           plain.metrics["ndcg@10"]))
+
+
+def test_cold_items_never_reach_the_click_models_training_data():
+    """On a cold-start split, item facts count no cold interaction and no training click is cold."""
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, N_ITEMS, 60)
+    seqs = (starts[:, None] + np.arange(8)[None, :]) % N_ITEMS + 1
+    df = pd.DataFrame({"user_id": np.repeat(np.arange(60), 8), "item_id": seqs.ravel(),
+                       "timestamp": np.tile(np.arange(8), 60)})
+    s, cold = textrec.cold_start_split(df, N_ITEMS, cold_items=[3, 17, 25])
+    f = facts()
+    cold_facts = clickmodel.item_facts(s.train, N_ITEMS, f.text, f.genres, f.tags)
+    assert (cold_facts.popularity[cold] == 0).all() and (cold_facts.recent[cold] == 0).all()
+    X, clicked, _ = clickmodel.candidate_table(Linear(), clickmodel.ClickFeatures(cold_facts), s.valid, N_ITEMS, k=10)
+    top, _, _ = clickmodel.candidates(Linear(), s.valid, N_ITEMS, k=10)
+    assert clicked.sum() > 0 and not np.isin(top.numpy().reshape(-1)[clicked == 1], cold).any()
+    assert not np.isin(s.valid.targets, cold).any()

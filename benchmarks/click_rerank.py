@@ -1,0 +1,127 @@
+"""A click model re-ranking SASRec's top 50 on MovieLens latest-small: logistic regression, a
+small MLP trained with binary cross-entropy, and LightGBM's lambdarank.
+
+Data as ``text_models.py`` (LlamaRec's preprocessing: 610 users, 3,650 items, asserted),
+leave-one-out. The base model is a text + ID SASRec (``textrec.text_sasrec``, the course's best
+on this data) or, with ``--base sasrec``, the ID-only one, trained by the shared loop.
+
+The click model never sees a test target: its training rows are the base model's top ``--k``
+unseen candidates for every *validation* example (history ``s[:-2]``, click ``s[-2]``),
+features from ``clickmodel.ClickFeatures`` (base score, gap and rank, text similarity to the
+history and the last item, popularity and recent popularity in the training sequences,
+genre and tag overlap, history length). Per learner: 5-fold cross-validated AUC and
+re-ranked NDCG@10 on validation; then, fitted on all validation rows, test AUC over the test
+candidates and the full-ranking HR/NDCG@10 of the re-ranked list (``clickmodel.click_reranker``,
+which only re-orders the K candidates) with a paired bootstrap CI of the difference to the
+base model (``metrics.paired_comparison``). The learner chosen on validation is marked.
+
+    python benchmarks/click_rerank.py
+    python benchmarks/click_rerank.py --base sasrec --epochs 10 --json results/click.json
+    python benchmarks/click_rerank.py --weights /tmp/base.pt   # train once, then reuse the base
+
+Measured tables go to ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: idle threads sleep, not spin
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from helpers import clickmodel, data, evaluate, metrics, preprocess, sasrec, split, text, textrec, train  # noqa: E402
+
+EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", default="sasrec_text", choices=["sasrec", "sasrec_text"])
+    parser.add_argument("--k", type=int, default=50, help="candidates per user")
+    parser.add_argument("--epochs", type=int, default=16, help="most base-model epochs (early stopping may end sooner)")
+    parser.add_argument("--budget", type=float, help="optional seconds of base-model training + validation")
+    parser.add_argument("--max-len", type=int, default=200)
+    parser.add_argument("--decay", type=float, default=0.8, help="recency decay of the history text vector")
+    parser.add_argument("--min-tag-items", type=int, default=3, help="tags on fewer items are dropped")
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", type=Path, help="base-model weights: loaded when the file exists, else saved")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    prepared = preprocess.prepare(data.load_interactions("ml-latest-small"), k_core=(5, 5))
+    got = (prepared.n_users, prepared.n_items, len(prepared.interactions))
+    assert got == EXPECTED, f"LlamaRec's preprocessing gives {EXPECTED}, got {got}"
+    items = data.load_items("ml-latest-small")
+    vectors = text.encode(text.item_texts(items, prepared.ids), max_tokens=128, progress=False)
+    s = split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
+    print(f"ML latest-small {EXPECTED} | load {os.getloadavg()[0]:.1f} | {vars(args)}", flush=True)
+
+    torch.manual_seed(args.seed)
+    config = sasrec.SASRecConfig(s.n_items, args.max_len, 64, 2, 2, 0.2)
+    base = sasrec.SASRec(config) if args.base == "sasrec" else textrec.text_sasrec(config, vectors)
+    start = time.perf_counter()
+    if args.weights is not None and args.weights.exists():
+        base.load_state_dict(torch.load(args.weights, weights_only=True))
+        print(f"{args.base}: weights loaded from {args.weights}", flush=True)
+    else:
+        fit = train.train(base, s, train.TrainConfig(epochs=args.epochs, batch_size=32, lr=2e-3, warmup_steps=100,
+                                                     patience=3, eval_every=2, max_len=args.max_len, seed=args.seed,
+                                                     max_seconds=args.budget), progress=False)
+        print(f"{args.base}: {len(fit.history)} epochs, best {fit.best_epoch} (valid ndcg@10 {fit.best_metric:.4f}), "
+              f"stopped by {fit.stopped}, {time.perf_counter() - start:.0f}s", flush=True)
+        if args.weights is not None:
+            torch.save(base.state_dict(), args.weights)
+    base.eval()
+
+    facts = clickmodel.item_facts(s.train, s.n_items, vectors,
+                                  clickmodel.multi_hot(items, prepared.ids, "genres"),
+                                  clickmodel.multi_hot(items, prepared.ids, "tags", args.min_tag_items))
+    features = clickmodel.ClickFeatures(facts, args.decay)
+    X, y, group = clickmodel.candidate_table(base, features, s.valid, s.n_items, args.k)
+    X_test, y_test, _ = clickmodel.candidate_table(base, features, s.test, s.n_items, args.k)
+    print(f"click rows: validation {len(y)} ({int(y.sum())} clicks among {len(s.valid)} examples), "
+          f"test {len(y_test)} ({int(y_test.sum())} clicks)", flush=True)
+
+    longest = max(len(h) for h in s.test.histories)
+    plain = evaluate.evaluate(base, s.test, s.n_items, ks=(10, args.k), max_len=longest)
+    rows = [{"model": f"{args.base} (base)", **{m: plain.summary()[m] for m in ("hr@10", "ndcg@10")},
+             "ndcg@10 lo": plain.ci("ndcg@10", n_resamples=args.n_bootstrap)[0],
+             "ndcg@10 hi": plain.ci("ndcg@10", n_resamples=args.n_bootstrap)[1]}]
+    cv = {name: clickmodel.cross_validate(X, y, group, name, seed=args.seed, k=args.k) for name in clickmodel.LEARNERS}
+    chosen = max(cv, key=lambda name: cv[name]["ndcg@10"])
+    for name, fit_learner in clickmodel.LEARNERS.items():
+        model = fit_learner(X, y, group)
+        reranked = evaluate.evaluate(clickmodel.click_reranker(base, features, model, s.n_items, args.k, longest),
+                                     s.test, s.n_items, ks=(10, args.k), max_len=longest)
+        assert np.allclose(reranked.metrics[f"hr@{args.k}"], plain.metrics[f"hr@{args.k}"])  # only re-ordered
+        paired = metrics.paired_comparison(reranked.metrics["ndcg@10"], plain.metrics["ndcg@10"],
+                                           n_resamples=args.n_bootstrap)
+        rows.append({"model": f"+ {name}" + (" (chosen on validation)" if name == chosen else ""),
+                     **{m: reranked.summary()[m] for m in ("hr@10", "ndcg@10")},
+                     "ndcg@10 lo": reranked.ci("ndcg@10", n_resamples=args.n_bootstrap)[0],
+                     "ndcg@10 hi": reranked.ci("ndcg@10", n_resamples=args.n_bootstrap)[1],
+                     "diff": paired["diff"], "diff lo": paired["ci_low"], "diff hi": paired["ci_high"],
+                     "p (wilcoxon)": paired["p_wilcoxon"], "valid cv auc": cv[name]["auc"],
+                     "valid cv ndcg@10": cv[name]["ndcg@10"], "test auc": clickmodel.auc(model.predict(X_test), y_test)})
+        print(f"{name}: {rows[-1]}", flush=True)
+    table = pd.DataFrame(rows)
+    print(f"base order, validation ndcg@10 (same candidates): {cv[chosen]['base ndcg@10']:.4f}")
+    print(table.round(4).to_markdown(index=False))
+    print(f"load {os.getloadavg()[0]:.1f}", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows, "cv": cv},
+                                        indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
