@@ -41,7 +41,7 @@ def membership_curve(member: split.Split, others: list, profile, epochs: int) ->
         rows.append({"epoch": row["epoch"], "train_loss": row["loss"], "auc": auc, "test_ndcg@10": ndcg})
         print(f"epoch {row['epoch']:3d} loss {row['loss']:.3f} auc {auc:.3f} ndcg@10 {ndcg:.4f}", file=sys.stderr)
 
-    config = train.TrainConfig.from_profile(profile, epochs=epochs, patience=epochs + 1)
+    config = train.TrainConfig.from_profile(profile, epochs=epochs, patience=epochs + 1, max_seconds=None)
     train.train(model, member, config, progress=False, on_epoch=after_epoch)
     return pd.DataFrame(rows), model
 
@@ -86,7 +86,8 @@ def deletion(member: split.Split, others: list, model, profile, fraction: float 
     start = time.perf_counter()
     fresh = registry.build("sasrec", rest, profile)
     train.train(fresh, rest, train.TrainConfig.from_profile(profile, epochs=profile.mia_epochs,
-                                                            patience=profile.mia_epochs + 1), progress=False)
+                                                            patience=profile.mia_epochs + 1, max_seconds=None),
+                progress=False)
     rows.append(row("retrained without them", fresh, time.perf_counter() - start))
     return pd.DataFrame(rows)
 

@@ -273,7 +273,7 @@ def dp_train(model: nn.Module, sequences: Sequence[np.ndarray], config: DPConfig
         else:
             continue
         optimizer.step()
-        losses.append(float(loss.mean()))
+        losses.append(float(loss.detach().mean()))
     model.eval()
     epsilon = accountant.get_epsilon(delta) if private else float("inf")
     return DPResult(epsilon, delta, sigma, steps, q, losses)
