@@ -47,7 +47,7 @@ class Profile:
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
     seed_models: tuple[str, ...] = ("sasrec", "gru4rec")  # the models retrained with every seed
     seed_dataset: str = "beauty"  # the data set of that study
-    extra_train_seconds: float | None = None  # budget of each model 07 trains beyond the cached table
+    extra_epochs: int | None = None  # epochs (no time budget) of each model 07 trains beyond its table
     explain_users: int = 300  # users in notebook 08's deletion test of explanations
     load_requests: int = 400  # requests in notebook 08's load test
     load_concurrency: int = 200  # requests in flight at once in that test
@@ -80,7 +80,7 @@ PROFILES: dict[str, Profile] = {
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
-        train_seconds=180, n_seeds=3, extra_train_seconds=30, seed_dataset="ml-100k",
+        train_seconds=180, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,
