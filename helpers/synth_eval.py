@@ -181,7 +181,14 @@ def train_on(sequences: Sequences, split: Split, fit: Callable[[Split], object],
 
 
 def report(real: Sequences, generated: Sequences, n_items: int, *, n: int = 3, seed: int = 0) -> dict[str, float]:
-    """Every fidelity, privacy and diversity number for one generated set, as one table row."""
+    """Every fidelity, privacy and diversity number for one generated set, as one table row.
+
+    Fidelity and privacy are both measured against ``real``. For a memorisation check, the
+    privacy columns must see every sequence the generator trained on: when ``real`` is only
+    a reference sample (say half of the users, to compare with the other half), recompute
+    :func:`copied_ngrams`, :func:`longest_copied_run` and :func:`nearest_real_distance`
+    against the whole training set (notebook 06 does).
+    """
     return {
         "popularity_js": popularity_distance(real, generated, n_items)["js"],
         "popularity_tv": popularity_distance(real, generated, n_items)["tv"],
