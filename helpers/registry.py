@@ -19,12 +19,16 @@ reads it instead of training it again. A fitted neural model carries its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 
 from helpers import (baselines, batches, bert4rec, bigram, data, evaluate, gru4rec, item2vec, losses,
@@ -144,6 +148,21 @@ def build(name: str, s: split.Split, profile: Profile, *, seed: int = 0, **overr
     return spec.model(config, **spec.inputs(s))
 
 
+@contextlib.contextmanager
+def _global_rng_kept() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global random state on exit."""
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
 def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bool = True,
         progress: bool = True, **overrides) -> Any:
     """Model ``name`` fitted on ``s.train`` (validated on ``s.valid``): a scorer for ``evaluate``.
@@ -153,7 +172,8 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
     a name in both (``max_len``) changes both. Neural models are seeded by ``seed`` before
     they are built, trained with the profile's budget, and read from / written to the model
     cache when ``cache`` (unless ``$COURSE_RETRAIN`` is set). They come back in eval mode on
-    the default device, with ``model.train_result``.
+    the default device, with ``model.train_result``. The global random state is left as it
+    was, so what a notebook draws next is the same whether the model was trained or read.
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {names()}")
@@ -161,6 +181,13 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
     if not spec.neural:
         settings, _ = _route(spec, overrides)
         return spec.baseline(**settings).fit(s.train, s.n_items)
+    with _global_rng_kept():
+        return _fit_neural(name, spec, s, profile, seed, cache, progress, overrides)
+
+
+def _fit_neural(name: str, spec: ModelSpec, s: split.Split, profile: Profile, seed: int, cache: bool,
+                progress: bool, overrides: dict) -> nn.Module:
+    """:func:`fit` for a neural model: build, then read from the cache or train (and store)."""
     config, train_config = configs(name, s.n_items, profile, seed=seed, **overrides)
     model = build(name, s, profile, seed=seed, **overrides)
     key = modelcache.cache_key(name, config, train_config, s,

@@ -178,3 +178,20 @@ def test_retrain_env_forces_training(tiny_split, monkeypatch):
     monkeypatch.setattr(registry.train, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     registry.fit("bigram", tiny_split, TINY, progress=False)
     assert calls == [1]
+
+
+def test_fit_leaves_the_global_random_state_as_it_found_it(tiny_split):
+    """Trained or read from the cache, a notebook's next draw is the same."""
+    torch.manual_seed(5)
+    np.random.seed(5)
+    registry.fit("bigram", tiny_split, TINY, progress=False)  # trains
+    trained = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    registry.fit("bigram", tiny_split, TINY, progress=False)  # reads the cache
+    cached = (torch.rand(3), np.random.rand(3))
+    torch.manual_seed(5)
+    np.random.seed(5)
+    untouched = (torch.rand(3), np.random.rand(3))
+    assert torch.equal(trained[0], cached[0]) and torch.equal(cached[0], untouched[0])
+    assert np.array_equal(trained[1], cached[1]) and np.array_equal(cached[1], untouched[1])
