@@ -37,9 +37,10 @@ test: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks
 
 # Jupyter refuses to start as root (Docker, WSL, cloud VMs) unless told to.
+USER_ID ?= $(shell id -u)
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "jupyterlab>=4"
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks
+	$(BIN)/jupyter lab $(if $(filter 0,$(USER_ID)),--allow-root) notebooks
 
 # Rewrite constraints.txt from a working .venv (after changing pyproject.toml, once `make test` passes).
 # A local version (torch 2.13.0+cpu) is written without its label: ==2.13.0 admits the CPU and CUDA builds.

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -279,3 +280,42 @@ def test_the_reference_data_in_use_passes_the_check():
     if not root.is_dir():
         pytest.skip(f"{conftest.SKIP_PREFIX}: {root} does not exist (set COURSE_DATA_DIR)")
     assert conftest.shared_data_problem(root) is None
+
+
+# The environment: make targets (dry runs) and the constraints file CI installs with.
+
+def make_dry_run(*args: str) -> str:
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed: the Makefile's recipes cannot be checked")
+    return subprocess.run(["make", "-n", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+
+
+def test_make_lab_allows_root_only_as_root():
+    assert "jupyter lab --allow-root notebooks" in make_dry_run("lab", "USER_ID=0")
+    assert re.search(r"jupyter lab\s+notebooks", make_dry_run("lab", "USER_ID=1000"))
+
+
+def test_make_setup_installs_with_the_constraints_and_an_optional_torch_index(tmp_path):
+    recipe = make_dry_run("setup", f"VENV={tmp_path / 'venv'}", "TORCH_INDEX=https://download.pytorch.org/whl/cpu")
+    assert '"torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu' in recipe
+    assert '-m pip install --quiet -c constraints.txt -e ".[test]"' in recipe
+    assert "--index-url" not in make_dry_run("setup", f"VENV={tmp_path / 'venv'}")
+
+
+def test_constraints_pin_every_dependency_within_the_ranges_of_pyproject():
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert "+" not in version, f"{line}: a local label would refuse the other builds"
+            pins[canonicalize_name(name)] = version
+    assert "next-item-course" not in pins
+    project = clean_notebooks.tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + project["optional-dependencies"]["test"]
+    for requirement in map(Requirement, requirements):
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in constraints.txt: run `make freeze`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {requirement}"
