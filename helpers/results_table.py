@@ -91,10 +91,11 @@ def read_table(path: str | Path, profile: str, versions: Mapping[str, str]) -> p
 def read_recorded(notebook: str, profile: str) -> dict[str, float] | None:
     """What ``notebook`` recorded under ``profile``; None when it has not run yet.
 
-    Raises :class:`StaleResults` when the stored numbers come from another profile.
+    Raises :class:`StaleResults` when the file says it holds another profile's numbers
+    (a file copied into the wrong folder, or written by an older version of the course).
     """
     try:
-        stored = course.load_results(notebook)
+        stored = course.load_results(notebook, profile)
     except FileNotFoundError:
         return None
     if stored.get("profile") != profile:

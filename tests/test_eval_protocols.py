@@ -181,5 +181,9 @@ def test_recorded_numbers_of_another_profile_are_refused(tmp_path, monkeypatch):
     assert results_table.read_recorded("99_nothing", "cpu") is None
     course.record("sasrec/ndcg@10", 0.07, notebook="99_test")
     assert results_table.read_recorded("99_test", "cpu") == {"sasrec/ndcg@10": 0.07}
+    assert results_table.read_recorded("99_test", "ci") is None  # nothing recorded under ci
+    misplaced = course.results_path("99_test", "ci")  # a cpu file copied into the ci folder
+    misplaced.parent.mkdir(parents=True, exist_ok=True)
+    misplaced.write_text(course.results_path("99_test", "cpu").read_text())
     with pytest.raises(results_table.StaleResults, match="'cpu'"):
         results_table.read_recorded("99_test", "ci")
