@@ -26,9 +26,10 @@ setup: $(STAMP)
 
 # Execute every notebook in order, printing each one's seconds; executed copies go to build/notebooks,
 # HTML to build/html with a landing page (index.html), timings to build/timings.json.
+# No progress bars there (TQDM_DISABLE): nobody watches a headless kernel, and the pages stay clean.
 course: $(STAMP)
 	mkdir -p build/notebooks build/html
-	COURSE_PROFILE=$(PROFILE) $(BIN)/python tools/course_report.py --build build \
+	COURSE_PROFILE=$(PROFILE) TQDM_DISABLE=1 $(BIN)/python tools/course_report.py --build build \
 	    --mathjax-url "$$($(BIN)/python tools/offline_mathjax.py build/html/mathjax)" $(NOTEBOOKS)
 	@echo "Open build/html/index.html in a browser; numbers recorded by the notebooks are in results/$(PROFILE)/."
 
