@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.evaluate import EvalResult, evaluate
-from helpers.ids import IGNORE
+from helpers.ids import IGNORE, PAD
 from helpers.split import EvalSet, user_sequences
 from helpers.batches import CausalBatches, causal_windows
 
@@ -183,7 +183,7 @@ class NewEventBatches(CausalBatches):
             keep |= picked
         self.labels = self.labels.masked_fill(~new, IGNORE)
         self.inputs, self.labels = self.inputs[keep], self.labels[keep]
-        self.lengths = (self.inputs != 0).sum(1)  # inputs, not labels: context is kept
+        self.lengths = (self.inputs != PAD).sum(1)  # inputs, not labels: context is kept
         self.n_targets = int(new.sum())
         self.budget = batch_size * max(float(self.lengths.float().mean()) if len(self.lengths) else 1.0, 1.0)
 
@@ -200,11 +200,12 @@ def fit_events(model: nn.Module, batches: CausalBatches, epochs: int, lr: float,
     if len(batches) == 0:
         return 0
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    device = next(model.parameters()).device
     model.train()
     targets = 0
     for epoch in range(epochs):
         for input_ids, labels in batches.epoch(torch.Generator().manual_seed(seed + epoch)):
-            _, loss = model(input_ids, labels)
+            _, loss = model(input_ids.to(device), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -249,7 +250,7 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
         eval_set, info = evals[p]
         result = evaluate(model, eval_set, n_items, ks=(10,))
         start, targets = time.perf_counter(), 0
-        users, seqs, n_old = stream.sequences(p + 1)
+        _, seqs, n_old = stream.sequences(p + 1)
         if strategy == "retrain":
             model = make_model(n_items)
             targets = fit_events(model, NewEventBatches(seqs, [0] * len(seqs), model.max_len, batch_size), epochs, lr, seed)
@@ -359,7 +360,7 @@ class Fallback:
     @torch.no_grad()
     def score(self, input_ids: Tensor) -> Tensor:
         out = self.model.score(input_ids).float()  # (B, V)
-        short = (input_ids != 0).sum(1) < self.min_events  # (B,)
+        short = (input_ids != PAD).sum(1) < self.min_events  # (B,)
         if short.any():
             out[short] = self.fallback.score(input_ids[short]).float()[:, : out.shape[1]].to(out.device)
         return out

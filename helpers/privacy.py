@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.course import write_atomic
-from helpers.ids import IGNORE
+from helpers.ids import IGNORE, PAD
 from helpers.sequences import pad_left
 from helpers.split import EvalSet, Split
 
@@ -157,7 +157,7 @@ def sequence_losses(model: nn.Module, sequences: Sequence[np.ndarray], batch_siz
     out = []
     for start in range(0, len(sequences), batch_size):
         window = pad_left(sequences[start:start + batch_size], model.max_len + 1)  # (B, T + 1)
-        inputs, labels = window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == 0, IGNORE)
+        inputs, labels = window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == PAD, IGNORE)
         logits, _ = model(inputs.to(_device(model)))  # (B, T, V)
         ce = F.cross_entropy(logits.transpose(1, 2).float(), labels.to(logits.device), reduction="none")  # (B, T)
         real = (labels != IGNORE).to(ce.device)
@@ -206,7 +206,7 @@ def user_windows(sequences: Sequence[np.ndarray], max_len: int, rng: np.random.G
         end = int(rng.integers(min(len(s), max_len + 1), len(s) + 1))
         crops.append(s[max(0, end - max_len - 1): end])
     window = pad_left(crops, max_len + 1)  # (B, T + 1)
-    return window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == 0, IGNORE)
+    return window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == PAD, IGNORE)
 
 
 def per_sample_grads(model: nn.Module, inputs: Tensor, labels: Tensor) -> tuple[dict[str, Tensor], Tensor]:
