@@ -66,7 +66,8 @@ class Stream:
         _, periods = user_sequences(seen, "period")
         return users, seqs, [int((p < before - 1).sum()) for p in periods]
 
-    def period_eval(self, period: int, max_events: int | None = None, seed: int = 0) -> tuple[EvalSet, pd.DataFrame]:
+    def period_eval(self, period: int, max_events: int | None = None,
+                    seed: int = 0) -> tuple[EvalSet, pd.DataFrame]:
         """Every event of ``period`` whose user has an earlier event, with that user's whole
         earlier history (events of the same period included: they arrived before it).
 
@@ -131,7 +132,8 @@ def add_items(model: nn.Module, n_items: int, rows: Tensor | str = "mean") -> in
     if isinstance(rows, str):
         if rows not in ("mean", "zero"):
             raise ValueError(f"rows must be 'mean', 'zero' or a tensor, got {rows!r}")
-        fill = known.mean(0, keepdim=True).expand(n_new, -1) if rows == "mean" else known.new_zeros(n_new, known.shape[1])
+        fill = (known.mean(0, keepdim=True).expand(n_new, -1) if rows == "mean"
+                else known.new_zeros(n_new, known.shape[1]))  # (n_new, H)
     else:
         fill = torch.as_tensor(rows, dtype=known.dtype, device=known.device).reshape(n_new, known.shape[1])
     grown = nn.Embedding(n_items + 1, old.embedding_dim, padding_idx=old.padding_idx).to(known.device)
@@ -151,7 +153,8 @@ def text_to_id_rows(text_vectors: Tensor, id_rows: Tensor, ridge: float = 1.0) -
     """
     x, e = text_vectors.double(), id_rows.double()
     known = x[: len(e)]
-    w = torch.linalg.solve(known.T @ known + ridge * torch.eye(x.shape[1], dtype=x.dtype), known.T @ e)  # (D, H)
+    gram = known.T @ known + ridge * torch.eye(x.shape[1], dtype=x.dtype)  # (D, D)
+    w = torch.linalg.solve(gram, known.T @ e)  # (D, H)
     return (x[len(e):] @ w).to(id_rows.dtype)
 
 
@@ -171,14 +174,16 @@ class NewEventBatches(CausalBatches):
         positions, _ = causal_windows([np.arange(1, len(s) + 1) for s in sequences], max_len)
         owner, _ = causal_windows([np.full(len(s), i + 1) for i, s in enumerate(sequences)], max_len)
         target_pos = positions + 1  # (W, T): 1-based position of each label (the next item)
-        limit = torch.as_tensor(np.asarray(n_old, dtype=np.int64))[(owner.max(1).values - 1).clamp_min(0)]  # (W,)
+        sequence_of_window = (owner.max(1).values - 1).clamp_min(0)  # (W,)
+        limit = torch.as_tensor(np.asarray(n_old, dtype=np.int64))[sequence_of_window]  # (W,) old items
         real = self.labels != IGNORE
         new = real & (target_pos > limit[:, None])
         keep = new.any(1)  # (W,) windows with a new target
         if replay > 0 and (real & ~keep[:, None]).any():
             old_only = real & ~keep[:, None]  # whole windows of older targets: the cost stays per target
             rate = min(1.0, replay * float(new.sum()) / float(old_only.sum()))
-            picked = (torch.rand(len(keep), generator=torch.Generator().manual_seed(seed)) < rate) & old_only.any(1)
+            draw = torch.rand(len(keep), generator=torch.Generator().manual_seed(seed))  # (W,)
+            picked = (draw < rate) & old_only.any(1)
             new |= old_only & picked[:, None]
             keep |= picked
         self.labels = self.labels.masked_fill(~new, IGNORE)
@@ -241,7 +246,8 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
-    model, seen_until = copy.deepcopy(base).eval(), int(stream.events.loc[stream.events["period"] < 0, "order"].max())
+    model = copy.deepcopy(base).eval()
+    seen_until = int(stream.events.loc[stream.events["period"] < 0, "order"].max())
     rows, results, infos, just_learned = [], [], [], float("nan")
     evals = [stream.period_eval(p, max_events, seed) for p in range(stream.n_periods)]
     for p in range(stream.n_periods):
@@ -253,7 +259,8 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
         _, seqs, n_old = stream.sequences(p + 1)
         if strategy == "retrain":
             model = make_model(n_items)
-            targets = fit_events(model, NewEventBatches(seqs, [0] * len(seqs), model.max_len, batch_size), epochs, lr, seed)
+            everything = NewEventBatches(seqs, [0] * len(seqs), model.max_len, batch_size)
+            targets = fit_events(model, everything, epochs, lr, seed)
         elif strategy in ("finetune", "replay"):
             batches = NewEventBatches(seqs, n_old, model.max_len, batch_size,
                                       replay if strategy == "replay" else 0.0, seed + p)
@@ -319,7 +326,8 @@ class OnlineHistories:
     def observe(self, user, item: int, timestamp: float) -> str:
         events = self._events.setdefault(user, [])
         key = (timestamp, int(item))
-        lo, hi = bisect.bisect_left(events, (timestamp,)), bisect.bisect_right(events, (timestamp, float("inf")))
+        lo = bisect.bisect_left(events, (timestamp,))  # events at this time: events[lo:hi]
+        hi = bisect.bisect_right(events, (timestamp, float("inf")))
         if key in events[lo:hi]:
             return "duplicate"
         if events and timestamp < events[-1][0]:
@@ -387,7 +395,8 @@ def events_to_beat(table: pd.DataFrame, model: str, fallback: str, smooth: int =
     return int(table.index[behind[-1] + 1]) if len(behind) else int(table.index[0])
 
 
-def fit_base(stream: Stream, model: nn.Module, epochs: int, lr: float, batch_size: int, seed: int = 0) -> nn.Module:
+def fit_base(stream: Stream, model: nn.Module, epochs: int, lr: float, batch_size: int,
+             seed: int = 0) -> nn.Module:
     """Train ``model`` on the events before the stream (period -1), every target, ``epochs`` epochs."""
     _, seqs, _ = stream.sequences(0)
     fit_events(model, NewEventBatches(seqs, [0] * len(seqs), model.max_len, batch_size), epochs, lr, seed)
@@ -398,7 +407,8 @@ def summary(results: dict[str, StreamResult], reference: str = "retrain") -> pd.
     """One row per strategy: mean per-period NDCG@10 and HR@10, relative to ``reference``,
     update seconds and targets trained on (the compute), and forgetting."""
     rows = {name: {"ndcg@10": r.periods["ndcg@10"].mean(), "hr@10": r.periods["hr@10"].mean(),
-                   "update s": r.periods["update_s"].sum(), "targets trained": r.periods["trained_targets"].sum(),
+                   "update s": r.periods["update_s"].sum(),
+                   "targets trained": r.periods["trained_targets"].sum(),
                    "forgetting": r.forgetting} for name, r in results.items()}
     table = pd.DataFrame(rows).T
     if reference in table.index:

@@ -68,7 +68,8 @@ def load_key() -> bytes:
         raise KeyError(f"set {KEY_ENV} (the key) or {KEY_FILE_ENV} (a file outside the repository)")
     key = text.strip().encode()
     if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"the key has {len(key)} bytes; use at least {MIN_KEY_BYTES} (e.g. secrets.token_hex(32))")
+        raise ValueError(f"the key has {len(key)} bytes; use at least {MIN_KEY_BYTES} "
+                         "(e.g. secrets.token_hex(32))")
     return key
 
 
@@ -145,7 +146,8 @@ def split_members(s: Split, member_fraction: float = 0.5, seed: int = 0) -> tupl
         rows = [i for i, u in enumerate(ev.users) if u in keep]
         return EvalSet(ev.users[rows], [ev.histories[i] for i in rows], ev.targets[rows])
 
-    member = Split(s.n_items, [s.train[i] for i in members], s.train_users[members], part(s.valid), part(s.test),
+    member = Split(s.n_items, [s.train[i] for i in members], s.train_users[members],
+                   part(s.valid), part(s.test),
                    f"{s.protocol}; members: {len(members)} of {len(s.train)} users (seed {seed})")
     return member, [s.train[i] for i in others]
 
@@ -159,7 +161,8 @@ def sequence_losses(model: nn.Module, sequences: Sequence[np.ndarray], batch_siz
         window = pad_left(sequences[start:start + batch_size], model.max_len + 1)  # (B, T + 1)
         inputs, labels = window[:, :-1], window[:, 1:].masked_fill(window[:, :-1] == PAD, IGNORE)
         logits, _ = model(inputs.to(_device(model)))  # (B, T, V)
-        ce = F.cross_entropy(logits.transpose(1, 2).float(), labels.to(logits.device), reduction="none")  # (B, T)
+        ce = F.cross_entropy(logits.transpose(1, 2).float(), labels.to(logits.device),
+                             reduction="none")  # (B, T)
         real = (labels != IGNORE).to(ce.device)
         out.append((ce * real).sum(1) / real.sum(1).clamp_min(1))
     return torch.cat(out).cpu().numpy()
@@ -198,7 +201,8 @@ class DPResult:
     losses: list[float]  # mean training loss per step
 
 
-def user_windows(sequences: Sequence[np.ndarray], max_len: int, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+def user_windows(sequences: Sequence[np.ndarray], max_len: int,
+                 rng: np.random.Generator) -> tuple[Tensor, Tensor]:
     """One training example per user: a random crop of ``max_len + 1`` consecutive items ->
     ``(inputs, labels)`` both (B, max_len), left-padded, labels ``IGNORE`` on padding."""
     crops = []
@@ -219,7 +223,8 @@ def per_sample_grads(model: nn.Module, inputs: Tensor, labels: Tensor) -> tuple[
         logits, _ = functional_call(model, p, (x[None],))  # (1, T, V)
         return F.cross_entropy(logits[0].float(), y, ignore_index=IGNORE)
 
-    grads, losses = vmap(grad_and_value(loss_of_one), in_dims=(None, 0, 0), randomness="different")(params, inputs, labels)
+    per_row = vmap(grad_and_value(loss_of_one), in_dims=(None, 0, 0), randomness="different")
+    grads, losses = per_row(params, inputs, labels)
     return grads, losses
 
 
@@ -253,7 +258,8 @@ def dp_train(model: nn.Module, sequences: Sequence[np.ndarray], config: DPConfig
     device = _device(model)
     for _ in range(steps):
         chosen = np.flatnonzero(rng.random(n) < q)  # Poisson sampling: the batch size varies
-        inputs, labels = (t.to(device) for t in user_windows([sequences[i] for i in chosen], model.max_len, rng))
+        inputs, labels = user_windows([sequences[i] for i in chosen], model.max_len, rng)
+        inputs, labels = inputs.to(device), labels.to(device)
         optimizer.zero_grad()
         if private:
             if len(chosen):
