@@ -6,7 +6,8 @@ VENV    ?= .venv
 TORCH   ?= torch==2.13.0
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu: a CPU-only torch on Linux (no CUDA download)
 TORCH_INDEX ?=
-# The exact versions CI used (pip freeze); pyproject.toml keeps the ranges that work.
+# The exact versions CI used (pip freeze, on CI's Python); pyproject.toml keeps the ranges that work.
+# CONSTRAINTS= (empty) installs from those ranges alone, e.g. on a Python the pins do not support.
 CONSTRAINTS ?= constraints.txt
 PROFILE ?= cpu
 BIN      = $(VENV)/bin
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)" $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)))
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[test]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -40,13 +41,13 @@ test: $(STAMP)
 # Jupyter refuses to start as root (Docker, WSL, cloud VMs) unless told to.
 USER_ID ?= $(shell id -u)
 lab: $(STAMP)
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) "jupyterlab>=4"
+	$(BIN)/python -m pip install --quiet $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) "jupyterlab>=4"
 	$(BIN)/jupyter lab $(if $(filter 0,$(USER_ID)),--allow-root) notebooks
 
 # Rewrite constraints.txt from a working .venv (after changing pyproject.toml, once `make test` passes).
 # A local version (torch 2.13.0+cpu) is written without its label: ==2.13.0 admits the CPU and CUDA builds.
 freeze: $(STAMP)
-	echo "# pip freeze of the .venv that passed \`make test\` (\`make freeze\` rewrites it); used with pip -c" > $(CONSTRAINTS)
+	echo "# pip freeze of the .venv that passed \`make test\` on Python $$($(BIN)/python -c 'import platform; print(platform.python_version())') (\`make freeze\` rewrites it); used with pip -c" > $(CONSTRAINTS)
 	$(BIN)/python -m pip freeze --exclude-editable | sed -E 's/^([^=]+==[^+]+)\+.*/\1/' >> $(CONSTRAINTS)
 
 clean:
