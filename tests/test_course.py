@@ -151,6 +151,10 @@ def test_the_install_source_is_pinned_in_pyproject():
     source = clean_notebooks.install_source()
     assert re.fullmatch(r"git\+https://github\.com/[\w.-]+/[\w.-]+@[\w./-]+", source)
     assert not source.endswith(("@main", "@master")), "pin a tag or a commit"
+    ref = source.rsplit("@", 1)[1]
+    version = clean_notebooks.tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert re.fullmatch(r"[0-9a-f]{7,40}", ref) or ref == f"v{version}", \
+        f"the Colab cell installs {ref} but this is version {version}: pin v{version} (or a commit)"
     assert clean_notebooks.colab_url("01_data_cleaning", "git+https://github.com/me/fork@abc123") == (
         "https://colab.research.google.com/github/me/fork/blob/abc123/notebooks/01_data_cleaning.ipynb")
 
