@@ -34,7 +34,7 @@ def run(dataset: str, p: Profile, steps: int, seed: int = 0) -> tuple[pd.DataFra
     s = registry.load_split(dataset, p, seed)
     real = [t[-p.max_len:] for t in s.train if len(t)]
     start = time.perf_counter()
-    mle = registry.fit("gru4rec", s, p, seed=seed, progress=False)  # maximum likelihood, the registry's settings
+    mle = registry.fit("gru4rec", s, p, seed=seed, progress=False, n_layers=p.n_layers)  # as notebook 06
     mle_s = time.perf_counter() - start
     adv = copy.deepcopy(mle)
     disc = gan.Discriminator(gan.DiscriminatorConfig(s.n_items, p.max_len, p.hidden, dropout=p.dropout))

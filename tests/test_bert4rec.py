@@ -4,7 +4,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 from transformers import BertForMaskedLM
 
 from helpers import evaluate, split, train

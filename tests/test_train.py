@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from helpers import train as train_module
 from helpers.ids import IGNORE, PAD
