@@ -46,14 +46,15 @@ def membership_curve(member: split.Split, others: list, profile, epochs: int) ->
     return pd.DataFrame(rows), model
 
 
-def dp_table(member: split.Split, others: list, profile, epsilons: list[float | None], lr: float) -> pd.DataFrame:
+def dp_table(member: split.Split, others: list, profile, epsilons: list[float | None], lr: float,
+             epochs: int, batch_size: int) -> pd.DataFrame:
     """One row per privacy budget (None = the same loop, no clipping, no noise)."""
     rows = []
     for eps in epsilons:
         model = registry.build("sasrec", member, profile)
         start = time.perf_counter()
         result = privacy.dp_train(model, member.train, privacy.DPConfig(
-            epochs=profile.dp_epochs, batch_size=profile.dp_batch_size, lr=lr, target_epsilon=eps))
+            epochs=epochs, batch_size=batch_size, lr=lr, target_epsilon=eps))
         seconds = time.perf_counter() - start
         metrics = evaluate(model, member.test, member.n_items, ks=(10,)).summary()
         auc = privacy.attack_auc(privacy.sequence_losses(model, member.train), privacy.sequence_losses(model, others))
@@ -97,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default=None, help="ci, cpu or gpu (default: $COURSE_PROFILE)")
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--epsilons", nargs="*", type=float, default=None, help="default: the profile's")
-    parser.add_argument("--dp-lr", type=float, default=None, help="DP loop learning rate (default 5 x profile lr)")
+    parser.add_argument("--dp-lr", type=float, default=None, help="DP loop learning rate (default 5 x profile's)")
+    parser.add_argument("--dp-epochs", type=int, default=None, help="default: profile.dp_epochs")
+    parser.add_argument("--dp-batch", type=int, default=None, help="default: profile.dp_batch_size")
     parser.add_argument("--skip", nargs="*", default=[], choices=["curve", "dp", "deletion"])
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> None:
         out["curve"] = curve.to_dict("records")
     if "dp" not in args.skip:
         epsilons = [None, *(args.epsilons if args.epsilons is not None else profile.dp_epsilons)]
-        table = dp_table(member, others, profile, epsilons, args.dp_lr or 5 * profile.lr)
+        table = dp_table(member, others, profile, epsilons, args.dp_lr or 5 * profile.lr,
+                         args.dp_epochs or profile.dp_epochs, args.dp_batch or profile.dp_batch_size)
         print("\n## DP-SGD (user level)\n\n" + table.to_markdown(index=False, floatfmt=".4g"))
         out["dp"] = table.to_dict("records")
     if "deletion" not in args.skip and model is not None:
