@@ -183,3 +183,18 @@ def test_by_history_length_and_events_to_beat_by_hand():
     assert online.events_to_beat(steps, "m", "pop", smooth=1) == 3
     assert online.events_to_beat(steps, "pop", "m", smooth=1) is None
     assert online.events_to_beat(steps.assign(m=1.0), "m", "pop", smooth=1) == 1
+
+
+def test_first_recommended_finds_the_first_top10_of_each_new_item():
+    stream = online.time_stream(_log(n_users=8, per_user=15, n_items=30), start=0.5, n_periods=2)
+    base = _model(stream.n_items_by(-1))
+    result = online.run_stream(stream, base, "frozen", _model, epochs=1, finetune_epochs=1, lr=1e-2,
+                               batch_size=8, new_rows="zero")
+    first = online.first_recommended(stream, result)
+    assert sorted(first["item_id"]) == list(range(stream.n_items_by(-1) + 1, stream.n_items + 1))
+    top = np.concatenate([r.top_items[:, :10] for r in result.results])
+    ts = pd.concat(result.events)["timestamp"].to_numpy()
+    for row in first.itertuples():
+        hits = ts[(top == row.item_id).any(1)]
+        assert (np.isnan(row.first_top10_ts) and len(hits) == 0) or row.first_top10_ts == hits.min()
+        assert np.isnan(row.hours) or row.first_top10_ts >= row.joined_ts
