@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from helpers import baselines, data, online, preprocess, sasrec, text
+from helpers.course import default_device
 from helpers.evaluate import evaluate
 from helpers.profile import get_profile
 
@@ -71,7 +72,7 @@ def run(dataset: str, profile, strategies: list[str], new_rows: list[str]) -> di
 
     def make_model(n_items: int) -> sasrec.SASRec:
         torch.manual_seed(0)
-        return sasrec.SASRec(sasrec.SASRecConfig.from_profile(n_items, profile))
+        return sasrec.SASRec(sasrec.SASRecConfig.from_profile(n_items, profile)).to(default_device())
 
     knobs = {"epochs": profile.online_epochs, "finetune_epochs": profile.online_finetune_epochs, "lr": profile.lr,
              "batch_size": profile.batch_size, "max_events": profile.online_eval_events}

@@ -25,6 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from helpers import privacy, registry, split, train
+from helpers.course import default_device
 from helpers.evaluate import evaluate
 from helpers.profile import get_profile
 
@@ -51,7 +52,7 @@ def dp_table(member: split.Split, others: list, profile, epsilons: list[float | 
     """One row per privacy budget (None = the same loop, no clipping, no noise)."""
     rows = []
     for eps in epsilons:
-        model = registry.build("sasrec", member, profile)
+        model = registry.build("sasrec", member, profile).to(default_device())
         start = time.perf_counter()
         result = privacy.dp_train(model, member.train, privacy.DPConfig(
             epochs=epochs, batch_size=batch_size, lr=lr, target_epsilon=eps))

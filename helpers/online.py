@@ -151,11 +151,11 @@ def text_to_id_rows(text_vectors: Tensor, id_rows: Tensor, ridge: float = 1.0) -
     ``0..n_known-1`` fit ``W = argmin |X W - E|^2 + ridge |W|^2``; returns ``X[n_known:] W``
     (n - n_known, H), the rows to give the new items.
     """
-    x, e = text_vectors.double(), id_rows.double()
+    x, e = text_vectors.double().cpu(), id_rows.detach().double().cpu()
     known = x[: len(e)]
     gram = known.T @ known + ridge * torch.eye(x.shape[1], dtype=x.dtype)  # (D, D)
     w = torch.linalg.solve(gram, known.T @ e)  # (D, H)
-    return (x[len(e):] @ w).to(id_rows.dtype)
+    return (x[len(e):] @ w).to(dtype=id_rows.dtype, device=id_rows.device)
 
 
 # ---------------------------------------------------------------- updates
