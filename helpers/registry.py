@@ -164,14 +164,15 @@ def _global_rng_kept() -> Iterator[None]:
 
 
 def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bool = True,
-        progress: bool = True, **overrides) -> Any:
+        retrain: bool = False, progress: bool = True, **overrides) -> Any:
     """Model ``name`` fitted on ``s.train`` (validated on ``s.valid``): a scorer for ``evaluate``.
 
     ``overrides`` change a model setting (a field of its config, or a count model's
     constructor argument) or a training setting (a field of :class:`helpers.train.TrainConfig`);
     a name in both (``max_len``) changes both. Neural models are seeded by ``seed`` before
     they are built, trained with the profile's budget, and read from / written to the model
-    cache when ``cache`` (unless ``$COURSE_RETRAIN`` is set). They come back in eval mode on
+    cache when ``cache``; ``retrain`` (or ``$COURSE_RETRAIN=1``) trains anyway and rewrites the
+    entry. They come back in eval mode on
     the default device, with ``model.train_result``. The global random state is left as it
     was, so what a notebook draws next is the same whether the model was trained or read.
     """
@@ -182,18 +183,18 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
         settings, _ = _route(spec, overrides)
         return spec.baseline(**settings).fit(s.train, s.n_items)
     with _global_rng_kept():
-        return _fit_neural(name, spec, s, profile, seed, cache, progress, overrides)
+        return _fit_neural(name, spec, s, profile, seed, cache, retrain, progress, overrides)
 
 
 def _fit_neural(name: str, spec: ModelSpec, s: split.Split, profile: Profile, seed: int, cache: bool,
-                progress: bool, overrides: dict) -> nn.Module:
+                retrain: bool, progress: bool, overrides: dict) -> nn.Module:
     """:func:`fit` for a neural model: build, then read from the cache or train (and store)."""
     config, train_config = configs(name, s.n_items, profile, seed=seed, **overrides)
     model = build(name, s, profile, seed=seed, **overrides)
     key = modelcache.cache_key(name, config, train_config, s,
                                (inspect.getmodule(spec.model), *TRAINING_CODE))
     result = None
-    if cache and not modelcache.retrain_requested():
+    if cache and not (retrain or modelcache.retrain_requested()):
         result = modelcache.load(model, key)
     if result is None:  # a failed load leaves the fresh weights untouched (modelcache.load checks first)
         make_batches = spec.batches(config) if spec.batches else None

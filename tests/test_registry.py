@@ -178,6 +178,10 @@ def test_retrain_env_forces_training(tiny_split, monkeypatch):
     monkeypatch.setattr(registry.train, "train", lambda *a, **k: calls.append(1) or real_train(*a, **k))
     registry.fit("bigram", tiny_split, TINY, progress=False)
     assert calls == [1]
+    monkeypatch.delenv(modelcache.RETRAIN_ENV)
+    registry.fit("bigram", tiny_split, TINY, progress=False, retrain=True)  # the argument does the same
+    registry.fit("bigram", tiny_split, TINY, progress=False)  # and the rewritten entry is read
+    assert calls == [1, 1]
 
 
 def test_fit_leaves_the_global_random_state_as_it_found_it(tiny_split):
