@@ -172,9 +172,9 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
     a name in both (``max_len``) changes both. Neural models are seeded by ``seed`` before
     they are built, trained with the profile's budget, and read from / written to the model
     cache when ``cache``; ``retrain`` (or ``$COURSE_RETRAIN=1``) trains anyway and rewrites the
-    entry. They come back in eval mode on
-    the default device, with ``model.train_result``. The global random state is left as it
-    was, so what a notebook draws next is the same whether the model was trained or read.
+    entry. They come back in eval mode on the default device, with ``model.train_result``.
+    The global random state is left as it was, so what a notebook draws next is the same
+    whether the model was trained or read.
     """
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; registered: {names()}")
