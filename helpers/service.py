@@ -100,9 +100,9 @@ def create_app(recommender: Recommender | None = None) -> FastAPI:
         return JSONResponse(detail, status_code=422)
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(body: RecommendRequest) -> JSONResponse:
-        # Runs in the event loop: about a millisecond of CPU, less than handing it to a thread
-        # costs. Requests are served one at a time per process; `uvicorn --workers N` uses N cores.
+    def recommend(body: RecommendRequest) -> JSONResponse:
+        # A plain def: FastAPI runs it in a worker thread, so the event loop keeps accepting
+        # requests while the model computes (torch releases the GIL inside its kernels).
         start = time.perf_counter()
         answer = recommender.recommend(body.history, k=body.k, exclude_seen=body.exclude_seen,
                                        explain_top=2 if body.explain else 0)
