@@ -188,13 +188,14 @@ def load_results(notebook: str, profile: str | None = None) -> dict:
 def tensorboard(run: str, log_dir: str | os.PathLike | None = None) -> Callable[[torch.nn.Module, dict], None]:
     """An ``on_epoch`` hook for ``helpers.train.train`` that logs each epoch's numbers to TensorBoard.
 
-    Logs go to ``log_dir``, else ``runs/<notebook>/<run>`` (see :func:`logs_dir`); watch them with
+    Logs go to ``log_dir``, else ``runs/<notebook>/<run>-<date-time>`` (see :func:`logs_dir`; a rerun
+    gets its own curve instead of drawing over the last one); watch them with
     ``tensorboard --logdir runs`` (in Jupyter: ``%load_ext tensorboard`` then ``%tensorboard --logdir runs``).
     """
     from torch.utils.tensorboard import SummaryWriter
 
     notebook = _session.notebook if _session is not None else "session"
-    writer = SummaryWriter(str(log_dir or logs_dir() / notebook / run))
+    writer = SummaryWriter(str(log_dir or logs_dir() / notebook / f"{run}-{time.strftime('%Y%m%d-%H%M%S')}"))
 
     def on_epoch(model: torch.nn.Module, row: dict) -> None:
         for key, value in row.items():
