@@ -3,7 +3,8 @@ small MLP trained with binary cross-entropy, and LightGBM's lambdarank.
 
 Data as ``text_models.py`` (LlamaRec's preprocessing: 610 users, 3,650 items, asserted),
 leave-one-out. The base model is a text + ID SASRec (``textrec.text_sasrec``, the course's best
-on this data) or, with ``--base sasrec``, the ID-only one, trained by the shared loop.
+on this data) or, with ``--base sasrec``, the ID-only one, with the registry's SASRec settings for
+``--profile`` (default ``cpu``) and ``--epochs`` at most instead of the profile's time budget.
 
 The click model never sees a test target: its training rows are the base model's top ``--k``
 unseen candidates for every *validation* example (history ``s[:-2]``, click ``s[-2]``),
@@ -16,6 +17,7 @@ which only re-orders the K candidates) with a paired bootstrap CI of the differe
 base model (``metrics.paired_comparison``). The learner chosen on validation is marked.
 
     python benchmarks/click_rerank.py
+    python benchmarks/click_rerank.py --max-len 200 --batch-size 32 --lr 2e-3 --epochs 20  # text_models.py's base
     python benchmarks/click_rerank.py --base sasrec --epochs 10 --json results/click.json
     python benchmarks/click_rerank.py --weights /tmp/base.pt   # train once, then reuse the base
 
@@ -37,7 +39,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import clickmodel, data, evaluate, metrics, preprocess, sasrec, split, text, textrec, train  # noqa: E402
+from helpers import (clickmodel, data, evaluate, metrics, preprocess, registry, sasrec, split, text,  # noqa: E402
+                     textrec, train)
+from helpers.profile import get_profile  # noqa: E402
 
 EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 
@@ -46,9 +50,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="sasrec_text", choices=["sasrec", "sasrec_text"])
     parser.add_argument("--k", type=int, default=50, help="candidates per user")
-    parser.add_argument("--epochs", type=int, default=16, help="most base-model epochs (early stopping may end sooner)")
+    parser.add_argument("--profile", default="cpu", help="base-model sizes and training settings (helpers.profile)")
+    parser.add_argument("--epochs", type=int, default=12, help="most base-model epochs (early stopping may end sooner)")
     parser.add_argument("--budget", type=float, help="optional seconds of base-model training + validation")
-    parser.add_argument("--max-len", type=int, default=200)
+    parser.add_argument("--max-len", type=int, help="base-model window (default: the profile's)")
+    parser.add_argument("--batch-size", type=int, help="base-model batch (default: the profile's)")
+    parser.add_argument("--lr", type=float, help="base-model learning rate (default: the profile's)")
     parser.add_argument("--decay", type=float, default=0.8, help="recency decay of the history text vector")
     parser.add_argument("--min-tag-items", type=int, default=3, help="tags on fewer items are dropped")
     parser.add_argument("--n-bootstrap", type=int, default=1000)
@@ -66,17 +73,19 @@ def main() -> None:
     s = split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
     print(f"ML latest-small {EXPECTED} | load {os.getloadavg()[0]:.1f} | {vars(args)}", flush=True)
 
+    profile = get_profile(args.profile)
+    sizes = {k: v for k, v in (("max_len", args.max_len), ("batch_size", args.batch_size), ("lr", args.lr))
+             if v is not None}
+    config, tc = registry.configs("sasrec", s.n_items, profile, seed=args.seed, epochs=args.epochs,
+                                  max_seconds=args.budget, **sizes)
     torch.manual_seed(args.seed)
-    config = sasrec.SASRecConfig(s.n_items, args.max_len, 64, 2, 2, 0.2)
     base = sasrec.SASRec(config) if args.base == "sasrec" else textrec.text_sasrec(config, vectors)
     start = time.perf_counter()
     if args.weights is not None and args.weights.exists():
         base.load_state_dict(torch.load(args.weights, weights_only=True))
         print(f"{args.base}: weights loaded from {args.weights}", flush=True)
     else:
-        fit = train.train(base, s, train.TrainConfig(epochs=args.epochs, batch_size=32, lr=2e-3, warmup_steps=100,
-                                                     patience=3, eval_every=2, max_len=args.max_len, seed=args.seed,
-                                                     max_seconds=args.budget), progress=False)
+        fit = train.train(base, s, tc, progress=False)
         print(f"{args.base}: {len(fit.history)} epochs, best {fit.best_epoch} (valid ndcg@10 {fit.best_metric:.4f}), "
               f"stopped by {fit.stopped}, {time.perf_counter() - start:.0f}s", flush=True)
         if args.weights is not None:
@@ -112,15 +121,16 @@ def main() -> None:
                      "ndcg@10 hi": reranked.ci("ndcg@10", n_resamples=args.n_bootstrap)[1],
                      "diff": paired["diff"], "diff lo": paired["ci_low"], "diff hi": paired["ci_high"],
                      "p (wilcoxon)": paired["p_wilcoxon"], "valid cv auc": cv[name]["auc"],
-                     "valid cv ndcg@10": cv[name]["ndcg@10"], "test auc": clickmodel.auc(model.predict(X_test), y_test)})
+                     "valid cv ndcg@10": cv[name]["ndcg@10"],
+                     "test auc": clickmodel.auc(model.predict(X_test), y_test)})
         print(f"{name}: {rows[-1]}", flush=True)
     table = pd.DataFrame(rows)
     print(f"base order, validation ndcg@10 (same candidates): {cv[chosen]['base ndcg@10']:.4f}")
     print(table.round(4).to_markdown(index=False))
     print(f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows, "cv": cv},
-                                        indent=1, default=float))
+        out = {"args": vars(args), "rows": rows, "cv": cv}
+        args.json.write_text(json.dumps(out, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 if __name__ == "__main__":

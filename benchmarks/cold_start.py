@@ -23,10 +23,10 @@ events from which each SASRec beats both fallbacks.
     python benchmarks/cold_start.py --how newest
     python benchmarks/cold_start.py --how random --json results/cold_random.json
 
-Training: the shared loop, ``--epochs`` at most (a fixed count, so a busy machine gives the
-same models; ``--budget`` adds a wall-clock limit, ``TrainConfig.max_seconds``), validation
-every 2 epochs (warm validation targets), patience 3, 1 torch thread. Measured tables go to
-``benchmarks/README.md``.
+Training: the registry's SASRec settings for ``--profile`` (default ``cpu``: window 50, width
+64, batch 256, the profile's patience), ``--epochs`` at most (a fixed count instead of the
+profile's time budget, so a busy machine trains the same models; ``--budget`` adds a wall-clock
+limit), 1 torch thread. Measured tables go to ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import (baselines, coldstart, data, evaluate, metrics, preprocess, sasrec, text,  # noqa: E402
-                     textrec, train)
+from helpers import (baselines, coldstart, data, evaluate, metrics, preprocess, registry, sasrec,  # noqa: E402
+                     text, textrec, train)
+from helpers.profile import get_profile  # noqa: E402
 
 EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 DECAYS = (1.0, 0.8, 0.5, 0.3)
@@ -68,17 +69,20 @@ def content_model(s, vectors, max_len) -> textrec.ContentRecommender:
 
 
 def fit_sasrec(name: str, s, vectors, args) -> tuple[sasrec.SASRec, dict]:
-    torch.manual_seed(args.seed)
-    config = sasrec.SASRecConfig(s.n_items, args.max_len, args.hidden, 2, 2, 0.2)
-    if name == "sasrec":
-        model = sasrec.SASRec(config)
-    else:
-        warm = np.setdiff1d(np.arange(1, s.n_items + 1), coldstart.never_trained(s))
-        model = coldstart.dropout_text_sasrec(config, vectors, args.p, softmax_items=warm)
-    tc = train.TrainConfig(epochs=args.epochs, batch_size=32, lr=2e-3, warmup_steps=100, patience=3,
-                           eval_every=2, max_len=args.max_len, seed=args.seed, max_seconds=args.budget)
+    """``sasrec``: the registry's ID SASRec; ``dropout``: the same sizes and training settings with
+    the cold-start remedies. Both: the profile's sizes, ``--epochs`` epochs, no time budget."""
+    profile = get_profile(args.profile)
+    overrides = {"epochs": args.epochs, "max_seconds": args.budget}
     start = time.perf_counter()
-    result = train.train(model, s, tc, progress=False)
+    if name == "sasrec":
+        model = registry.fit("sasrec", s, profile, seed=args.seed, progress=False, **overrides)
+        result = model.train_result
+    else:
+        config, tc = registry.configs("sasrec", s.n_items, profile, seed=args.seed, **overrides)
+        warm = np.setdiff1d(np.arange(1, s.n_items + 1), coldstart.never_trained(s))
+        torch.manual_seed(args.seed)
+        model = coldstart.dropout_text_sasrec(config, vectors, args.p, softmax_items=warm)
+        result = train.train(model, s, tc, progress=False)
     info = {"epochs": len(result.history), "best epoch": result.best_epoch,
             "valid ndcg@10": result.best_metric, "stopped": result.stopped, "fit s": time.perf_counter() - start}
     print(f"{name}: {info}", flush=True)
@@ -115,10 +119,9 @@ def main() -> None:
     parser.add_argument("--how", default="newest", choices=["newest", "random"], help="which items are cold")
     parser.add_argument("--cold-fraction", type=float, default=0.1)
     parser.add_argument("--p", type=float, default=0.5, help="item-ID dropout")
-    parser.add_argument("--epochs", type=int, default=14, help="most epochs per model (early stopping may end sooner)")
+    parser.add_argument("--profile", default="cpu", help="sizes and training settings (helpers.profile)")
+    parser.add_argument("--epochs", type=int, default=10, help="most epochs per model (early stopping may end sooner)")
     parser.add_argument("--budget", type=float, help="optional seconds of training + validation per model")
-    parser.add_argument("--max-len", type=int, default=200)
-    parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--text-model", default=text.DEFAULT_MODEL)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -137,7 +140,7 @@ def main() -> None:
           f"{int(np.isin(valid_cold.targets, cold).sum())}/{len(valid_cold)} cold | load {os.getloadavg()[0]:.1f} | "
           f"{vars(args)}", flush=True)
 
-    content = content_model(s, vectors, args.max_len)
+    content = content_model(s, vectors, get_profile(args.profile).max_len)
     models = {"pop": baselines.MostPopular().fit(s.train, s.n_items), "content": content}
     rows, infos = [], {}
     for name in ("sasrec", "dropout"):
@@ -161,9 +164,9 @@ def main() -> None:
           f"{short.round(4).to_markdown()}\nevents from which each beats pop and content: {wins}", flush=True)
     print(f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "rows": rows,
-                                         "fits": infos, "short": short.reset_index().to_dict("list"),
-                                         "events to win": wins}, indent=1, default=float))
+        out = {"args": vars(args), "rows": rows, "fits": infos, "short": short.reset_index().to_dict("list"),
+               "events to win": wins}
+        args.json.write_text(json.dumps(out, indent=1, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
 
 
 if __name__ == "__main__":

@@ -194,19 +194,25 @@ class LogisticClick:
 
 
 class MLPClick(nn.Module):
-    """A small MLP (F -> hidden -> 1) trained with binary cross-entropy, full batch, AdamW."""
+    """A small MLP (F -> hidden -> 1) trained with binary cross-entropy, full batch, AdamW.
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, hidden: int = 32, epochs: int = 300, lr: float = 1e-2,
-                 weight_decay: float = 1e-3, seed: int = 0):
+    Clicks are rare (one per K candidates at most), so the positive term of the loss is
+    weighted by ``#non-clicks / #clicks`` (``balance``): unweighted, the network settles on the
+    constant "no click" and ranks by noise (validation AUC below 0.5 in our runs).
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, hidden: int = 16, epochs: int = 500, lr: float = 1e-3,
+                 weight_decay: float = 1e-2, balance: bool = True, seed: int = 0):
         super().__init__()
         torch.manual_seed(seed)
         self.scale = _Standardised(X)
         self.net = nn.Sequential(nn.Linear(X.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, 1))
         x = torch.as_tensor(self.scale(X), dtype=torch.float32)  # (n, F)
         t = torch.as_tensor(y, dtype=torch.float32)  # (n,)
+        pos_weight = (len(t) - t.sum()) / t.sum().clamp_min(1) if balance else None
         optimizer = torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)
         for _ in range(epochs):
-            loss = F.binary_cross_entropy_with_logits(self.net(x)[:, 0], t)
+            loss = F.binary_cross_entropy_with_logits(self.net(x)[:, 0], t, pos_weight=pos_weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -218,10 +224,11 @@ class MLPClick(nn.Module):
 
 
 class LambdaRankClick:
-    """LightGBM's lambdarank: gradient-boosted trees that optimise each group's NDCG."""
+    """LightGBM's lambdarank: gradient-boosted trees that optimise each group's NDCG. The defaults
+    (small trees, at least 200 rows a leaf) were chosen by 5-fold validation NDCG@10 on latest-small."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, group: np.ndarray, n_estimators: int = 200,
-                 learning_rate: float = 0.03, num_leaves: int = 7, min_child_samples: int = 50, seed: int = 0):
+    def __init__(self, X: np.ndarray, y: np.ndarray, group: np.ndarray, n_estimators: int = 300,
+                 learning_rate: float = 0.02, num_leaves: int = 7, min_child_samples: int = 200, seed: int = 0):
         import lightgbm
 
         sizes = np.unique(group, return_counts=True)[1]  # rows are grouped consecutively
