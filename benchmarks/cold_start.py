@@ -22,6 +22,7 @@ events from which each SASRec beats both fallbacks.
 
     python benchmarks/cold_start.py --how newest
     python benchmarks/cold_start.py --how random --json results/cold_random.json
+    python benchmarks/cold_start.py --max-len 200 --batch-size 32 --lr 2e-3 --epochs 16  # text_models.py's sizes
 
 Training: the registry's SASRec settings for ``--profile`` (default ``cpu``: window 50, width
 64, batch 256, the profile's patience), ``--epochs`` at most (a fixed count instead of the
@@ -72,7 +73,9 @@ def fit_sasrec(name: str, s, vectors, args) -> tuple[sasrec.SASRec, dict]:
     """``sasrec``: the registry's ID SASRec; ``dropout``: the same sizes and training settings with
     the cold-start remedies. Both: the profile's sizes, ``--epochs`` epochs, no time budget."""
     profile = get_profile(args.profile)
-    overrides = {"epochs": args.epochs, "max_seconds": args.budget}
+    overrides = {"epochs": args.epochs, "max_seconds": args.budget,
+                 **{k: v for k, v in (("max_len", args.max_len), ("batch_size", args.batch_size), ("lr", args.lr))
+                    if v is not None}}
     start = time.perf_counter()
     if name == "sasrec":
         model = registry.fit("sasrec", s, profile, seed=args.seed, progress=False, **overrides)
@@ -122,6 +125,9 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu", help="sizes and training settings (helpers.profile)")
     parser.add_argument("--epochs", type=int, default=10, help="most epochs per model (early stopping may end sooner)")
     parser.add_argument("--budget", type=float, help="optional seconds of training + validation per model")
+    parser.add_argument("--max-len", type=int, help="SASRec window (default: the profile's)")
+    parser.add_argument("--batch-size", type=int, help="SASRec batch (default: the profile's)")
+    parser.add_argument("--lr", type=float, help="SASRec learning rate (default: the profile's)")
     parser.add_argument("--text-model", default=text.DEFAULT_MODEL)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -140,7 +146,7 @@ def main() -> None:
           f"{int(np.isin(valid_cold.targets, cold).sum())}/{len(valid_cold)} cold | load {os.getloadavg()[0]:.1f} | "
           f"{vars(args)}", flush=True)
 
-    content = content_model(s, vectors, get_profile(args.profile).max_len)
+    content = content_model(s, vectors, args.max_len or get_profile(args.profile).max_len)
     models = {"pop": baselines.MostPopular().fit(s.train, s.n_items), "content": content}
     rows, infos = [], {}
     for name in ("sasrec", "dropout"):
