@@ -3,9 +3,10 @@
 * :func:`quantize_linear`: int8 **dynamic** quantization of every ``nn.Linear`` (weights
   stored in int8, activations quantized on the fly per batch), PyTorch's
   ``quantize_dynamic``. The item table is not a Linear layer: it stays float.
-* :func:`compress_items`: the item table (input lookup and tied output) stored in ``fp16``
-  or ``int8`` with one scale per row (:class:`Int8Embedding`); for a SASRec-size model
-  on a 12k-item catalogue the table is most of the bytes.
+* :func:`compress_items`: the item table (input lookup and tied output) stored in ``fp16``,
+  in ``int8`` with one scale per row (:class:`Int8Embedding`), or by product quantization
+  in a few bytes per item (:class:`PQEmbedding`); for a SASRec-size model on a 12k-item
+  catalogue the table is most of the bytes.
 * :func:`distill`: a smaller student trained to match a teacher's softmax over all items
   (Hinton et al., 2015), through the course's training loop (:class:`Distillation`).
 * :func:`export_onnx` and :class:`OnnxScorer`: the scoring function as an ONNX graph run by
@@ -131,13 +132,73 @@ class HalfEmbedding(nn.Module):
         return self.table16[ids].float()
 
 
-def compress_items(model: nn.Module, dtype: str = "int8") -> nn.Module:
-    """A copy of ``model`` whose ``item_emb`` is stored in ``"int8"`` or ``"fp16"``."""
-    tables = {"int8": Int8Embedding, "fp16": HalfEmbedding}
+def kmeans(x: Tensor, k: int, iters: int = 25, seed: int = 0,
+           weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Lloyd's k-means with k-means++ starting centres: ``(N, d)`` -> centroids ``(k', d)``,
+    assignment ``(N,)``; ``k' = min(k, distinct rows)``.
+
+    ``weights`` (N,) make a row count that many times in its centroid's mean.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    w = torch.ones(len(x)) if weights is None else weights.float()  # (N,)
+    chosen = [int(torch.randint(len(x), (1,), generator=generator))]
+    nearest = ((x - x[chosen[0]]) ** 2).sum(1)  # (N,) squared distance to the closest centre so far
+    while len(chosen) < k and nearest.max() > 0:  # k-means++: far rows are likelier next centres
+        chosen.append(int(torch.multinomial(nearest, 1, generator=generator)))
+        nearest = torch.minimum(nearest, ((x - x[chosen[-1]]) ** 2).sum(1))
+    centroids = x[chosen].clone()  # (k', d)
+    for _ in range(iters):
+        assign = torch.cdist(x, centroids).argmin(dim=1)  # (N,)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x * w[:, None])  # (k, d)
+        mass = torch.zeros(len(centroids)).index_add_(0, assign, w).unsqueeze(1)  # (k, 1)
+        centroids = torch.where(mass > 0, sums / mass.clamp_min(1e-12), centroids)  # an empty cluster keeps its centre
+    return centroids, torch.cdist(x, centroids).argmin(dim=1)
+
+
+class PQEmbedding(nn.Module):
+    """An item table by product quantization (Jegou et al., 2011), as RecJPQ does for SASRec.
+
+    Each row is cut into ``subspaces`` pieces of ``H / subspaces`` values; in each sub-space a
+    k-means codebook of 256 centroids is fitted (after training: RecJPQ learns them jointly)
+    and a piece is stored as the one-byte index of its nearest centroid. A row costs
+    ``subspaces`` bytes instead of ``4 H``; the codebooks add ``256 H`` floats. Row PAD is zero.
+    ``item_weights`` (V,), e.g. training counts, make k-means fit frequent items more closely:
+    they are the ones most often recommended and most often the target.
+    """
+
+    def __init__(self, weight: Tensor, subspaces: int = 8, centroids: int = 256, padding_idx: int | None = PAD,
+                 seed: int = 0, item_weights: Tensor | None = None):
+        super().__init__()
+        V, H = weight.shape
+        if H % subspaces or not 1 < centroids <= 256:
+            raise ValueError(f"subspaces must divide hidden={H}, and 1 < centroids <= 256 (one byte)")
+        pieces = weight.detach().float()[1:].reshape(V - 1, subspaces, H // subspaces)  # (V-1, m, d), PAD left out
+        w = None if item_weights is None else torch.as_tensor(item_weights, dtype=torch.float32)[1:] + 1  # (V-1,)
+        fits = [kmeans(pieces[:, j], min(centroids, V - 1), seed=seed + j, weights=w) for j in range(subspaces)]
+        self.register_buffer("codebooks", torch.stack([c for c, _ in fits]))  # (m, k, d)
+        codes = torch.stack([a for _, a in fits], dim=1).to(torch.uint8)  # (V-1, m)
+        self.register_buffer("codes", torch.cat([codes.new_zeros(1, subspaces), codes]))  # (V, m)
+        self.padding_idx = padding_idx
+
+    @property
+    def weight(self) -> Tensor:
+        m = self.codes.shape[1]
+        rows = self.codebooks[torch.arange(m), self.codes.long()]  # (V, m, d): centroid of each piece
+        rows = rows.reshape(len(self.codes), -1)  # (V, H)
+        return torch.cat([torch.zeros_like(rows[:1]), rows[1:]])  # row PAD is zero
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight)  # (..., H)
+
+
+def compress_items(model: nn.Module, dtype: str = "int8", **options) -> nn.Module:
+    """A copy of ``model`` whose ``item_emb`` is stored in ``"int8"``, ``"fp16"`` or ``"pq"``
+    (``options`` go to :class:`PQEmbedding`, e.g. ``subspaces=8``)."""
+    tables = {"int8": Int8Embedding, "fp16": HalfEmbedding, "pq": PQEmbedding}
     if dtype not in tables:
         raise ValueError(f"dtype must be one of {sorted(tables)}, got {dtype!r}")
     out = copy.deepcopy(model).eval()
-    out.item_emb = tables[dtype](model.item_emb.weight)
+    out.item_emb = tables[dtype](model.item_emb.weight, **options)
     return out
 
 

@@ -98,3 +98,36 @@ def test_timing_helpers():
     assert ms.shape == (20,) and (ms > 0).all()
     summary = compress.latency_summary(np.arange(1, 101, dtype=float))
     assert summary["p50 ms"] == 50.5 and summary["p99 ms"] == pytest.approx(99.01)
+
+
+def test_kmeans_finds_separated_clusters():
+    torch.manual_seed(0)
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    x = torch.cat([c + 0.1 * torch.randn(30, 2) for c in centres])  # (90, 2)
+    found, assign = compress.kmeans(x, 3, seed=1)
+    assert sorted(torch.bincount(assign).tolist()) == [30, 30, 30]
+    assert torch.cdist(found, centres).min(dim=1).values.max() < 0.2
+
+
+def test_pq_table_is_exact_when_pieces_repeat_and_small_otherwise():
+    torch.manual_seed(0)
+    pieces = torch.randn(4, 2, 3)  # 4 distinct values for each of 2 sub-spaces of 3 dims
+    pick = torch.randint(0, 4, (300, 2))
+    weight = torch.cat([pieces[pick[:, 0], 0], pieces[pick[:, 1], 1]], dim=1)  # (300, 6)
+    weight[0] = 0  # PAD
+    table = compress.PQEmbedding(weight, subspaces=2, centroids=4)
+    assert table.codes.dtype == torch.uint8 and table.codes.shape == (300, 2)
+    assert torch.allclose(table.weight, weight, atol=1e-5)
+    assert torch.equal(table(torch.tensor([[0, 5]]))[0, 1], table.weight[5])
+    with pytest.raises(ValueError, match="divide"):
+        compress.PQEmbedding(weight, subspaces=4)
+
+
+def test_pq_compressed_model_scores_close_and_is_small(model, window):
+    small = compress.compress_items(model, "pq", subspaces=4, centroids=16, item_weights=torch.arange(N_ITEMS + 1))
+    assert torch.isneginf(small.score(window)[:, 0]).all()
+    error = (small.item_emb.weight - model.item_emb.weight).norm() / model.item_emb.weight.norm()
+    assert error < 0.5  # 16 centroids for 50 items in each 4-dim piece
+    big = torch.nn.Embedding(4000, 32)
+    assert compress.model_size_mb(_holder(compress.PQEmbedding(big.weight, subspaces=8))) < \
+        0.15 * compress.model_size_mb(big)
