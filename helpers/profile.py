@@ -59,8 +59,8 @@ class Profile:
     online_finetune_epochs: int = 2  # epochs of an incremental update on a period's new events (09)
     online_eval_events: int | None = 2000  # events evaluated per period (a seeded sample); None = all
     mia_epochs: int = 20  # training epochs the membership-inference curve follows (09)
-    dp_epochs: int = 10  # DP-SGD passes over the users, in expectation (09)
-    dp_batch_size: int = 64  # expected users per DP-SGD step (09)
+    dp_epochs: int = 20  # DP-SGD passes over the users, in expectation (09)
+    dp_batch_size: int = 240  # expected users per DP-SGD step (09): large batches dilute the noise
     dp_epsilons: tuple[float, ...] = (1.0, 8.0)  # privacy budgets of notebook 09's table (delta = 1/n)
 
 
@@ -74,7 +74,7 @@ PROFILES: dict[str, Profile] = {
         explain_users=30, load_requests=40, load_concurrency=16, latency_repeats=30, compile_timing=False,
         student_hidden=8,
         online_periods=3, online_epochs=2, online_finetune_epochs=1, online_eval_events=500,
-        mia_epochs=3, dp_epochs=2, dp_batch_size=32, dp_epsilons=(8.0,),
+        mia_epochs=3, dp_epochs=2, dp_batch_size=75, dp_epsilons=(8.0,),
     ),
     "cpu": Profile(
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
@@ -89,7 +89,7 @@ PROFILES: dict[str, Profile] = {
         datasets=("ml-100k", "ml-1m", "beauty"),
         finetune_steps=3000, text_max_tokens=512, finetune_batch_size=32, rerank_k=50,
         online_periods=10, online_epochs=50, online_finetune_epochs=3, online_eval_events=None,
-        mia_epochs=100, dp_epochs=30, dp_batch_size=128, dp_epsilons=(1.0, 4.0, 8.0),
+        mia_epochs=100, dp_epochs=40, dp_batch_size=240, dp_epsilons=(1.0, 4.0, 8.0),
     ),
 }
 
