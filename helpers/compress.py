@@ -179,13 +179,21 @@ class PQEmbedding(nn.Module):
         codes = torch.stack([a for _, a in fits], dim=1).to(torch.uint8)  # (V-1, m)
         self.register_buffer("codes", torch.cat([codes.new_zeros(1, subspaces), codes]))  # (V, m)
         self.padding_idx = padding_idx
+        self._dense: Tensor | None = None  # the decoded table, kept in memory only (never saved)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._dense = None  # new codes: decode again
 
     @property
     def weight(self) -> Tensor:
-        m = self.codes.shape[1]
-        rows = self.codebooks[torch.arange(m), self.codes.long()]  # (V, m, d): centroid of each piece
-        rows = rows.reshape(len(self.codes), -1)  # (V, H)
-        return torch.cat([torch.zeros_like(rows[:1]), rows[1:]])  # row PAD is zero
+        """(V, H) decoded once, on first use: the file stays small, scoring runs at float speed."""
+        if self._dense is None or self._dense.device != self.codes.device:
+            m = self.codes.shape[1]
+            rows = self.codebooks[torch.arange(m, device=self.codes.device), self.codes.long()]  # (V, m, d)
+            rows = rows.reshape(len(self.codes), -1)  # (V, H)
+            self._dense = torch.cat([torch.zeros_like(rows[:1]), rows[1:]])  # row PAD is zero
+        return self._dense
 
     def forward(self, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.weight)  # (..., H)

@@ -121,6 +121,10 @@ def test_pq_table_is_exact_when_pieces_repeat_and_small_otherwise():
     assert torch.equal(table(torch.tensor([[0, 5]]))[0, 1], table.weight[5])
     with pytest.raises(ValueError, match="divide"):
         compress.PQEmbedding(weight, subspaces=4)
+    assert set(table.state_dict()) == {"codebooks", "codes"}  # the decoded table is never saved
+    other = compress.PQEmbedding(weight.flip(0), subspaces=2, centroids=4)
+    other.load_state_dict(table.state_dict())
+    assert torch.allclose(other.weight, weight, atol=1e-5)  # decoded again after loading
 
 
 def test_pq_compressed_model_scores_close_and_is_small(model, window):
