@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.ids import IGNORE, PAD
+from helpers.losses import next_item_loss
 from helpers.split import Split
 from helpers.train import TrainConfig, TrainResult, train
 
@@ -215,9 +216,10 @@ class Distillation(nn.Module):
     """Student + frozen teacher for :func:`helpers.train.train`: ``forward(input_ids, labels)``
     returns the student's distillation loss; ``score`` and ``max_len`` are the student's.
 
-    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels),
-    over at most ``max_positions`` labelled positions per batch (a random subset), since
-    each position costs two (V,) softmaxes.
+    loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(labels).
+    The cross-entropy covers every labelled position (chunked, as in training); the KL term
+    at most ``max_positions`` of them per batch (a random subset), since each costs the
+    teacher's and the student's (V,) softmax.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, temperature: float = 2.0, alpha: float = 0.5,
@@ -237,19 +239,19 @@ class Distillation(nn.Module):
         return self.student.score(input_ids)
 
     def forward(self, input_ids: Tensor, labels: Tensor) -> tuple[None, Tensor]:
+        h = self.student.hidden(input_ids)  # (B, T, H)
+        ce = next_item_loss(h, labels, self.student.item_emb.weight, "ce")
         keep = (labels != IGNORE).nonzero(as_tuple=True)  # N labelled positions
         if len(keep[0]) > self.max_positions:
             pick = torch.randperm(len(keep[0]), device=labels.device)[: self.max_positions]
             keep = (keep[0][pick], keep[1][pick])
-        y = labels[keep]  # (N,)
-        s = self.student.logits(self.student.hidden(input_ids)[keep])[:, PAD + 1:].float()  # (N, V - 1)
+        s = self.student.logits(h[keep])[:, PAD + 1:].float()  # (N, V - 1): column j is item j + 1
         self.teacher.to(input_ids.device)
         with torch.no_grad():
             t = self.teacher.logits(self.teacher.hidden(input_ids)[keep])[:, PAD + 1:].float()  # (N, V - 1)
         tau = self.temperature
         kd = F.kl_div(F.log_softmax(s / tau, 1), F.log_softmax(t / tau, 1), log_target=True,
                       reduction="batchmean") * tau ** 2
-        ce = F.cross_entropy(s, y - 1)  # column j holds item j + 1
         return None, self.alpha * kd + (1 - self.alpha) * ce
 
 
