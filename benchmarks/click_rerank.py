@@ -2,8 +2,8 @@
 small MLP trained with binary cross-entropy, and LightGBM's lambdarank.
 
 Data as ``text_models.py`` (LlamaRec's preprocessing: 610 users, 3,650 items, asserted),
-leave-one-out. The base model is a text + ID SASRec (``textrec.text_sasrec``, the course's best
-on this data) or, with ``--base sasrec``, the ID-only one, with the registry's SASRec settings for
+leave-one-out. The base model is the ID-only SASRec or, with ``--base sasrec_text``, the text + ID
+one (``textrec.text_sasrec``, the course's best on this data), with the registry's SASRec settings for
 ``--profile`` (default ``cpu``) and ``--epochs`` at most instead of the profile's time budget.
 
 The click model never sees a test target: its training rows are the base model's top ``--k``
@@ -18,7 +18,7 @@ base model (``metrics.paired_comparison``). The learner chosen on validation is 
 
     python benchmarks/click_rerank.py
     python benchmarks/click_rerank.py --max-len 200 --batch-size 32 --lr 2e-3 --epochs 20  # text_models.py's base
-    python benchmarks/click_rerank.py --base sasrec --epochs 10 --json results/click.json
+    python benchmarks/click_rerank.py --base sasrec_text --epochs 10 --json results/click.json
     python benchmarks/click_rerank.py --weights /tmp/base.pt   # train once, then reuse the base
 
 Measured tables go to ``benchmarks/README.md``.
@@ -48,7 +48,7 @@ EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocess
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", default="sasrec_text", choices=["sasrec", "sasrec_text"])
+    parser.add_argument("--base", default="sasrec", choices=["sasrec", "sasrec_text"])
     parser.add_argument("--k", type=int, default=50, help="candidates per user")
     parser.add_argument("--profile", default="cpu", help="base-model sizes and training settings (helpers.profile)")
     parser.add_argument("--epochs", type=int, default=12, help="most base-model epochs (early stopping may end sooner)")
