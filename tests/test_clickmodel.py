@@ -145,3 +145,11 @@ def test_cold_items_never_reach_the_click_models_training_data():
     top, _, _ = clickmodel.candidates(Linear(), s.valid, N_ITEMS, k=10)
     assert clicked.sum() > 0 and not np.isin(top.numpy().reshape(-1)[clicked == 1], cold).any()
     assert not np.isin(s.valid.targets, cold).any()
+
+
+def test_cross_validation_keeps_the_base_order_where_a_fold_has_no_click_to_learn_from():
+    X = np.random.default_rng(0).normal(size=(100, 3))
+    clicked = np.zeros(100, dtype=np.int64)
+    clicked[3] = 1  # one click in all: the folds that train without it keep the base order
+    cv = clickmodel.cross_validate(X, clicked, np.repeat(np.arange(10), 10), "logistic", folds=5, k=10)
+    assert cv["ndcg@10"] == cv["base ndcg@10"] == pytest.approx(1 / np.log2(5) / 10)
