@@ -184,11 +184,13 @@ class ColdBlend:
 
 def choose_blend(base, content, cold_items: np.ndarray, eval_set: EvalSet, n_items: int,
                  weights: Sequence[float] = (0.0, 0.5, 1.0, 2.0, 4.0),
-                 offsets: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0),
+                 offsets: Sequence[float] = (-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 4.0, 6.0),
                  metric: str = "ndcg@10") -> tuple[float, float, pd.DataFrame]:
     """``(weight, offset, grid)``: the blend with the best mean ``metric`` on ``eval_set``
     (a validation set with cold targets, see :func:`validation_with_cold`); the grid holds
-    every pair's score. Ties go to the first pair in grid order."""
+    every pair's score. Ties go to the first pair in grid order. The offsets reach far up
+    because a model trained with the full softmax scores never-trained items several standard
+    deviations below the rest."""
     base, content = Memo(base), Memo(content)
     rows = []
     for w, b in itertools.product(weights, offsets):
