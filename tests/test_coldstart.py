@@ -12,25 +12,11 @@ from helpers.losses import next_item_loss
 from helpers.sasrec import SASRecConfig
 from helpers.split import EvalSet
 from helpers.train import TrainConfig, train
-
-
-def successor_df(n_users=80, n_items=20, length=8, seed=0) -> pd.DataFrame:
-    """Users walk through items in order (i -> i + 1, wrapping), from random starts."""
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n_items, n_users)
-    items = (starts[:, None] + np.arange(length)[None, :]) % n_items + 1
-    return pd.DataFrame({"user_id": np.repeat(np.arange(n_users), length), "item_id": items.ravel(),
-                         "timestamp": np.tile(np.arange(length), n_users)})
-
-
-def text_vectors(n_items=20, dim=12, seed=0) -> torch.Tensor:
-    vectors = F.normalize(torch.randn(n_items + 1, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
-    vectors[PAD] = 0
-    return vectors
+from toys import successor_df, text_vectors
 
 
 def cold_split(n_items=20, cold=(4, 11)):
-    df = successor_df(n_items=n_items)
+    df = successor_df(n_users=80, n_items=n_items)
     return df, *textrec.cold_start_split(df, n_items, cold_items=list(cold))
 
 

@@ -11,22 +11,7 @@ from helpers.ids import PAD
 from helpers.sasrec import SASRecConfig
 from helpers.split import leave_one_out
 from helpers.train import TrainConfig, train
-
-
-def successor_df(n_users=60, n_items=20, length=8, seed=0) -> pd.DataFrame:
-    """Users walk through items in order (i -> i + 1, wrapping), from random starts."""
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, n_items, n_users)
-    items = (starts[:, None] + np.arange(length)[None, :]) % n_items + 1
-    return pd.DataFrame({"user_id": np.repeat(np.arange(n_users), length), "item_id": items.ravel(),
-                         "timestamp": np.tile(np.arange(length), n_users)})
-
-
-def text_vectors(n_items=20, dim=12, seed=0) -> torch.Tensor:
-    """(V, D) unit vectors, row PAD zero: stand-ins for encoded item texts."""
-    vectors = F.normalize(torch.randn(n_items + 1, dim, generator=torch.Generator().manual_seed(seed)), dim=1)
-    vectors[PAD] = 0
-    return vectors
+from toys import successor_df, text_vectors
 
 
 # ---------------------------------------------------------------- content scores
