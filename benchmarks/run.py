@@ -5,8 +5,11 @@
     python benchmarks/run.py --json results/benchmark.json    # also write the rows as JSON
     python benchmarks/run.py --sequence-file my_log.txt --name mine   # your own S3-Rec-format file
 
-Each row: full-ranking test metrics (leave-one-out, seen items excluded) with 95% bootstrap
+Each row: full-ranking test metrics (leave-one-out; seen items excluded unless a test target
+repeats an item of its user's history, ``evaluate.honest_exclude_seen``) with 95% bootstrap
 confidence intervals for HR@10 and NDCG@10, and the seconds spent fitting and evaluating.
+``--json`` writes ``results_table.write_table``'s format: the rows with the profile and each
+data set's data version, which ``results_table.read_table`` (notebook 07) checks.
 Data: ``preprocess.prepare`` (5-core, the profile's user subset) then
 ``split.leave_one_out`` (``registry.load_split``); models are the registry's
 (``helpers.registry.MODELS``), fitted on ``split.train`` only, so every number here is the
@@ -18,14 +21,13 @@ local copy of the data.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from helpers import data, datasets, evaluate, registry, report
+from helpers import data, datasets, evaluate, registry, report, results_table
 from helpers.profile import Profile, get_profile
 
 
@@ -44,25 +46,30 @@ def register_sequence_file(path: Path, name: str | None = None) -> tuple[str, di
 
 
 def run(models: list[str], dataset_names: list[str], profile: Profile,
-        load: dict[str, dict] | None = None) -> pd.DataFrame:
-    """One row per (data set, model); ``load[name]`` holds extra arguments to load a data set."""
-    rows = []
+        load: dict[str, dict] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """One row per (data set, model), and each data set's ``results_table.data_version``;
+    ``load[name]`` holds extra arguments to load a data set."""
+    rows, versions = [], {}
     for dataset in dataset_names:
         s = registry.load_split(dataset, profile, **(load or {}).get(dataset, {}))
+        versions[dataset] = results_table.data_version(s)
+        exclude_seen = evaluate.honest_exclude_seen(s.test)
         for name in models:
             start = time.perf_counter()
             model = registry.fit(name, s, profile, progress=False)
             fitted = time.perf_counter()
-            result = evaluate.evaluate(model, s.test, s.n_items, batch_size=profile.eval_batch_size)
+            result = evaluate.evaluate(model, s.test, s.n_items, batch_size=profile.eval_batch_size,
+                                       exclude_seen=exclude_seen)
             done = time.perf_counter()
-            row = {"dataset": dataset, "model": name, "users": len(result), **result.summary()}
+            row = {"dataset": dataset, "model": name, "users": len(result), "seen excluded": exclude_seen,
+                   **result.summary()}
             for metric in ("hr@10", "ndcg@10"):
                 row[f"{metric} lo"], row[f"{metric} hi"] = result.ci(metric, n_resamples=profile.n_bootstrap)
             row.update({"fit s": fitted - start, "eval s": done - fitted})
             rows.append(row)
             print(f"{dataset:10s} {name:10s} ndcg@10 {row['ndcg@10']:.4f} hr@10 {row['hr@10']:.4f} "
                   f"fit {row['fit s']:.1f}s eval {row['eval s']:.1f}s", file=sys.stderr)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), versions
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -95,15 +102,16 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(e))
         names = [name]
     try:
-        table = run(args.models, names, profile, load)
+        table, versions = run(args.models, names, profile, load)
     except data.DataFormatError as e:  # a malformed line: the message names it
         parser.error(str(e))
-    print(f"profile {profile.name}; full ranking, leave-one-out, seen items excluded; "
-          "[95% bootstrap CI]\n")
+    kept = sorted(set(table.loc[~table["seen excluded"], "dataset"]))
+    print(f"profile {profile.name}; full ranking, leave-one-out, seen items excluded"
+          + (f" (kept on {', '.join(kept)}: targets repeat history items)" if kept else "")
+          + "; [95% bootstrap CI]\n")
     print(markdown(table))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"profile": profile.name, "rows": table.to_dict("records")}, indent=2))
+        results_table.write_table(args.json, table, profile.name, versions)
 
 
 if __name__ == "__main__":

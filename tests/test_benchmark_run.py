@@ -1,20 +1,26 @@
 """benchmarks/run.py: the results table through the registry, on a user's own sequence file."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import registry, results_table
+from helpers.profile import get_profile
 
 spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
 benchmark_run = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(benchmark_run)
 
 
-def write_log(path: Path, bad_line: str | None = None) -> Path:
-    """40 users, 8 items each from 12, S3-Rec format; optionally one bad line third."""
+def write_log(path: Path, bad_line: str | None = None, repeat: bool = False) -> Path:
+    """40 users, 8 items each from 12, S3-Rec format; optionally one bad line third, or every
+    user's last item a repeat of their first."""
     rng = np.random.default_rng(0)
-    lines = [" ".join(map(str, [u, *rng.choice(np.arange(1, 13), 8, replace=False)])) for u in range(1, 41)]
+    seqs = [[u, *rng.choice(np.arange(1, 13), 8, replace=False)] for u in range(1, 41)]
+    lines = [" ".join(map(str, seq + [seq[1]] * repeat)) for seq in seqs]
     if bad_line is not None:
         lines.insert(2, bad_line)
     path.write_text("\n".join(lines) + "\n")
@@ -28,7 +34,26 @@ def test_sequence_file_runs_the_table(tmp_path, monkeypatch, capsys):
                         "--profile", "ci", "--json", str(tmp_path / "table.json")])
     out = capsys.readouterr().out
     assert "| mine " in out and "| pop " in out and "| markov " in out
-    assert (tmp_path / "table.json").is_file()
+    profile = get_profile("ci")
+    version = results_table.data_version(registry.load_split("mine", profile, data_dir=tmp_path,
+                                                             max_malformed=0.0))
+    table = results_table.read_table(tmp_path / "table.json", "ci", {"mine": version})
+    assert sorted(table["model"]) == ["markov", "pop"] and table["seen excluded"].all()
+    with pytest.raises(results_table.StaleResults):
+        results_table.read_table(tmp_path / "table.json", "ci", {"mine": "0" * 16})
+    with pytest.raises(results_table.StaleResults):
+        results_table.read_table(tmp_path / "table.json", "cpu", {"mine": version})
+
+
+def test_repeated_targets_keep_seen_items(tmp_path, monkeypatch, capsys):
+    """Every test target is in its user's history: excluding seen items would flatter the models."""
+    monkeypatch.setenv("COURSE_MODEL_CACHE", str(tmp_path / "models"))
+    log = write_log(tmp_path / "again.txt", repeat=True)
+    benchmark_run.main(["--sequence-file", str(log), "--name", "again", "--models", "pop",
+                        "--profile", "ci", "--json", str(tmp_path / "table.json")])
+    assert "kept on again" in capsys.readouterr().out
+    stored = json.loads((tmp_path / "table.json").read_text())
+    assert [row["seen excluded"] for row in stored["rows"]] == [False]
 
 
 def test_a_malformed_line_is_named(tmp_path, capsys):
