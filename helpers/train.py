@@ -122,11 +122,13 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler:
 
 
 def _validate(model: nn.Module, eval_set: EvalSet, n_items: int, config: TrainConfig) -> dict:
-    """Full-ranking metrics on ``eval_set`` with the course's harness."""
-    from helpers.evaluate import evaluate
+    """Full-ranking metrics on ``eval_set`` with the course's harness; seen items are excluded
+    unless a target repeats its history (``honest_exclude_seen``: early stopping must not
+    favour an epoch that merely scores seen items high)."""
+    from helpers.evaluate import evaluate, honest_exclude_seen
 
     return evaluate(model, eval_set, n_items, ks=(10,), batch_size=config.eval_batch_size,
-                    max_len=config.max_len).summary()
+                    max_len=config.max_len, exclude_seen=honest_exclude_seen(eval_set)).summary()
 
 
 # TrainConfig fields a resumed run may change: where and how long it runs, not what it learns.
