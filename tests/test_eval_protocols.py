@@ -12,18 +12,7 @@ import torch
 from helpers import metrics, results_table, split
 from helpers.evaluate import RepeatTargetWarning, evaluate, honest_exclude_seen, repeat_targets
 from helpers.split import EvalSet
-
-
-class FixedScores:
-    """Scores a fixed (N, V) matrix, one row per user in evaluation order."""
-
-    def __init__(self, scores: torch.Tensor, max_len: int = 4):
-        self.scores, self.max_len, self.next_row = scores, max_len, 0
-
-    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.scores[self.next_row:self.next_row + len(input_ids)]
-        self.next_row += len(input_ids)
-        return out
+from toys import FixedScores
 
 
 class Recorder:

@@ -11,22 +11,11 @@ from helpers.evaluate import EvalResult, RepeatTargetWarning, compare, evaluate
 from helpers.ids import PAD
 from helpers.sequences import pad_left
 from helpers.split import EvalSet
+from toys import FixedScores
 
 # _random_set draws targets independently of histories, so some repeat a history item and
 # evaluate() warns about them; tests not about repeats silence that warning, and only that one
 random_repeats = pytest.mark.filterwarnings("ignore::helpers.evaluate.RepeatTargetWarning")
-
-
-class FixedScores:
-    """Scores a fixed (N, V) matrix, one row per user in evaluation order."""
-
-    def __init__(self, scores: torch.Tensor, max_len: int = 4):
-        self.scores, self.max_len, self.next_row = scores, max_len, 0
-
-    def score(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.scores[self.next_row:self.next_row + len(input_ids)]
-        self.next_row += len(input_ids)
-        return out
 
 
 class Spy(torch.nn.Module):
