@@ -39,11 +39,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from helpers import (clickmodel, data, evaluate, metrics, preprocess, registry, sasrec, split, text,  # noqa: E402
+from helpers import (clickmodel, data, evaluate, metrics, registry, sasrec, split, text,  # noqa: E402
                      textrec, train)
 from helpers.profile import get_profile  # noqa: E402
 
-EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 
 
 def main() -> None:
@@ -65,13 +64,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    prepared = preprocess.prepare(data.load_interactions("ml-latest-small"), k_core=(5, 5))
-    got = (prepared.n_users, prepared.n_items, len(prepared.interactions))
-    assert got == EXPECTED, f"LlamaRec's preprocessing gives {EXPECTED}, got {got}"
+    prepared = textrec.llamarec_latest_small()
     items = data.load_items("ml-latest-small")
     vectors = text.encode(text.item_texts(items, prepared.ids), max_tokens=128, progress=False)
     s = split.leave_one_out(prepared.interactions, n_items=prepared.n_items)
-    print(f"ML latest-small {EXPECTED} | load {os.getloadavg()[0]:.1f} | {vars(args)}", flush=True)
+    print(f"ML latest-small {textrec.LLAMAREC_COUNTS} | load {os.getloadavg()[0]:.1f} | {vars(args)}", flush=True)
 
     profile = get_profile(args.profile)
     sizes = {k: v for k, v in (("max_len", args.max_len), ("batch_size", args.batch_size), ("lr", args.lr))

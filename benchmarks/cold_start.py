@@ -49,14 +49,11 @@ from helpers import (baselines, coldstart, data, evaluate, metrics, preprocess, 
                      text, textrec, train)
 from helpers.profile import get_profile  # noqa: E402
 
-EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 DECAYS = (1.0, 0.8, 0.5, 0.3)
 
 
 def load(args) -> tuple[preprocess.Prepared, torch.Tensor]:
-    prepared = preprocess.prepare(data.load_interactions("ml-latest-small"), k_core=(5, 5))
-    got = (prepared.n_users, prepared.n_items, len(prepared.interactions))
-    assert got == EXPECTED, f"LlamaRec's preprocessing gives {EXPECTED}, got {got}"
+    prepared = textrec.llamarec_latest_small()
     texts = text.item_texts(data.load_items("ml-latest-small"), prepared.ids)
     return prepared, text.encode(texts, args.text_model, max_tokens=128, progress=False)
 

@@ -41,7 +41,6 @@ import torch  # noqa: E402
 from helpers import (baselines, bert4rec, data, evaluate, metrics, preprocess, report, sasrec,  # noqa: E402
                      split, text, textrec, train)
 
-EXPECTED = (610, 3650, 90274)  # LlamaRec's ML latest-small after its preprocessing
 PUBLISHED = {"sasrec (LlamaRec paper)": {"hr@10": 0.0993, "ndcg@10": 0.0522},
              "bert4rec (LlamaRec paper)": {"hr@10": 0.0785, "ndcg@10": 0.0366}}
 NEURAL = ("sasrec", "sasrec_text", "sasrec_textonly", "bert4rec", "bert4rec_text")
@@ -49,9 +48,7 @@ DECAYS = (1.0, 0.9, 0.8, 0.7, 0.5, 0.3)
 
 
 def load(args) -> tuple[preprocess.Prepared, torch.Tensor]:
-    prepared = preprocess.prepare(data.load_interactions("ml-latest-small"), k_core=(5, 5))
-    got = (prepared.n_users, prepared.n_items, len(prepared.interactions))
-    assert got == EXPECTED, f"LlamaRec's preprocessing gives {EXPECTED}, got {got}"
+    prepared = textrec.llamarec_latest_small()
     texts = text.item_texts(data.load_items("ml-latest-small"), prepared.ids)
     start = time.perf_counter()
     vectors = text.encode(texts, args.text_model, max_tokens=args.max_tokens)
@@ -176,7 +173,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     prepared, vectors = load(args)
-    print(f"ML latest-small: {EXPECTED} | torch threads {torch.get_num_threads()} | "
+    print(f"ML latest-small: {textrec.LLAMAREC_COUNTS} | torch threads {torch.get_num_threads()} | "
           f"load {os.getloadavg()[0]:.1f} | {vars(args)}", flush=True)
     if args.cold:
         table = cold_table(prepared, vectors, args)

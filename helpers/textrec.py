@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers import metrics
+from helpers import data, metrics, preprocess
 from helpers.bert4rec import BERT4Rec, BERT4RecConfig
 from helpers.evaluate import EvalResult
 from helpers.ids import PAD
@@ -164,6 +164,23 @@ def forget_items(model: SASRec, items: np.ndarray | Sequence[int]) -> None:
 
 
 # ---------------------------------------------------------------- cold start
+LLAMAREC_COUNTS = (610, 3650, 90274)  # users, items, interactions of ML latest-small in LlamaRec's table
+
+
+def llamarec_latest_small() -> preprocess.Prepared:
+    """ML latest-small prepared as LlamaRec (every rating an interaction, 5-core on users and items).
+
+    Raises ``ValueError`` when the counts differ from :data:`LLAMAREC_COUNTS` (another file or
+    another preprocessing): the comparison with LlamaRec's published table would not hold.
+    """
+    prepared = preprocess.prepare(data.load_interactions("ml-latest-small"), k_core=(5, 5))
+    got = (prepared.n_users, prepared.n_items, len(prepared.interactions))
+    if got != LLAMAREC_COUNTS:
+        raise ValueError(f"LlamaRec's preprocessing of ML latest-small gives (users, items, interactions) "
+                         f"= {LLAMAREC_COUNTS}, got {got}: is the data file the published one?")
+    return prepared
+
+
 def cold_items_newest(df: pd.DataFrame, n_items: int, cold_fraction: float) -> np.ndarray:
     """The ``round(cold_fraction * n_items)`` items whose first interaction is latest."""
     first = df.groupby("item_id")["timestamp"].min().sort_values(kind="stable")  # oldest first

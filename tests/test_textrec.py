@@ -175,3 +175,9 @@ def test_id_model_cannot_rank_cold_items_but_text_can():
     # down, so the ID model still gets some cold hits here; text puts cold items in the genre.
     assert cold_hr["text"] > 0.9 and cold_hr["id"] < 0.5
     assert tables["id"].loc[("cold start", "warm"), "hr@5"] > 0.9  # the ID model did learn the genres
+
+
+@pytest.mark.shared_data
+def test_llamarec_latest_small_has_llamarecs_counts():
+    prepared = textrec.llamarec_latest_small()
+    assert (prepared.n_users, prepared.n_items, len(prepared.interactions)) == textrec.LLAMAREC_COUNTS
