@@ -42,7 +42,9 @@ class Profile:
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
     click_k: int = 50  # candidates per user the feature-based click model re-orders (05)
     id_dropout: float = 0.5  # share of items seen through their text alone per training batch (05)
+    cold_train_seconds: float | None = None  # budget of each of 05's cold-start models; None = train_seconds
     train_seconds: float | None = None  # training-time budget per model (seconds); None = epochs only
+    valid_users: int | None = None  # users a training run validates on (a seeded sample); None = all
     compare_models: tuple[str, ...] | None = None  # registry models in notebook 07's table; None = all
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
     seed_models: tuple[str, ...] = ("sasrec", "gru4rec")  # the models retrained with every seed
@@ -80,7 +82,8 @@ PROFILES: dict[str, Profile] = {
         name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
-        train_seconds=180, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
+        train_seconds=120, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
+        finetune_steps=30, text_max_tokens=64, rerank_k=10, cold_train_seconds=15,
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,

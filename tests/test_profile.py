@@ -40,8 +40,9 @@ def test_overrides_return_a_copy():
 
 def test_profiles_grow_from_ci_to_gpu():
     ci, cpu, gpu = (PROFILES[n] for n in ("ci", "cpu", "gpu"))
-    for field in ("max_len", "epochs", "hidden", "finetune_steps", "text_max_tokens",
-                  "finetune_batch_size", "rerank_k"):
+    for field in ("max_len", "epochs", "hidden", "finetune_steps", "finetune_batch_size", "rerank_k"):
         assert getattr(ci, field) < getattr(cpu, field) <= getattr(gpu, field), field
+    assert ci.text_max_tokens <= cpu.text_max_tokens < gpu.text_max_tokens  # a BERT pass costs ~ tokens
+    assert cpu.valid_users is not None and ci.valid_users is None and gpu.valid_users is None
     assert ci.max_users is not None and cpu.max_users is None
     assert {f.name for f in dataclasses.fields(ci)} >= {"max_len", "epochs", "batch_size", "hidden"}

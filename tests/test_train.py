@@ -166,3 +166,28 @@ def test_patience_is_reported_as_the_reason_to_stop():
     result = train(tiny_sasrec(), successor_split(), TrainConfig(epochs=20, batch_size=8, max_len=8,
                                                                   patience=1, lr=0.0), progress=False)
     assert result.stopped == "patience" and len(result.history) == 2
+
+
+def test_validation_on_a_seeded_sample_of_users(monkeypatch):
+    split = successor_split(n_users=60)
+    seen = []
+
+    def fake_validate(model, eval_set, n_items, config):
+        seen.append(eval_set.users.copy())
+        return {"hr@10": 0.5, "ndcg@10": 0.5}
+
+    monkeypatch.setattr(train_module, "_validate", fake_validate)
+    config = TrainConfig(epochs=3, batch_size=16, max_len=8, patience=5, valid_users=10, seed=3)
+    train(tiny_sasrec(), split, config, progress=False)
+    assert len(seen) == 3 and all(np.array_equal(u, seen[0]) for u in seen)  # the same users every epoch
+    assert len(seen[0]) == 10 and np.isin(seen[0], split.valid.users).all()
+    assert np.all(np.diff(seen[0]) > 0)  # in the set's own order, no repeats
+    sample = train_module.validation_users(split.valid, config)
+    row = int(np.flatnonzero(split.valid.users == sample.users[0])[0])
+    assert sample.targets[0] == split.valid.targets[row]
+    assert np.array_equal(sample.histories[0], split.valid.histories[row])
+    assert not np.array_equal(train_module.validation_users(split.valid, TrainConfig(valid_users=10, seed=4)).users,
+                              sample.users)  # another seed, another sample
+    assert train_module.validation_users(split.valid, TrainConfig(valid_users=100)) is split.valid  # fewer users: all
+    with pytest.raises(ValueError, match="valid_users"):
+        train(tiny_sasrec(), split, TrainConfig(epochs=1, batch_size=16, max_len=8, valid_users=0), progress=False)
