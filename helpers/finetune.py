@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,9 @@ def prepare_model(model: str | PretrainedConfig, n_labels: int, mode: str = "ful
         config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora_r, lora_alpha=lora_alpha,
                             lora_dropout=lora_dropout, target_modules=["query", "value"],
                             modules_to_save=["classifier"])
-        return get_peft_model(net, config)
+        with warnings.catch_warnings():  # peft reads a transformers attribute deprecated in 4.5x: not ours to fix
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            return get_peft_model(net, config)
     layers = net.base_model.encoder.layer
     if not 0 <= top_layers <= len(layers):
         raise ValueError(f"top_layers must be in 0..{len(layers)}, got {top_layers}")

@@ -187,7 +187,8 @@ def _encode(texts: list[str], model, batch_size: int, max_tokens: int, device, p
     todo.sort(key=lambda i: len(texts[i]))  # similar lengths together: less padding
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with torch.inference_mode():
-        for rows in tqdm(batches, disable=not progress, desc="encode"):
+        quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable= beats the variable
+        for rows in tqdm(batches, disable=quiet, desc="encode"):
             batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                               max_length=max_tokens, return_tensors="pt").to(device)
             hidden = encoder(**batch).last_hidden_state  # (B, L, D)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,7 @@ from helpers.profile import get_profile
 
 def execute(path: Path, out_dir: Path, timeout: int) -> tuple[float, str]:
     """Run ``path`` with its folder as working directory; write the executed copy. (seconds, error)"""
+    os.environ.pop("MPLBACKEND", None)  # a headless "agg" would leave the pages without figures: kernels draw inline
     nb = nbformat.read(path, as_version=4)
     start, error = time.perf_counter(), ""
     try:
