@@ -38,3 +38,13 @@ def test_times_every_notebook_and_links_pages_and_results(tmp_path, monkeypatch,
     assert "href='01_good.html'" in index and "href='02_bad.html'" in index
     assert "answer/ndcg@10" in index and "0.25" in index and "on purpose" in index
     assert (tmp_path / "build" / "html" / "01_good.html").is_file()
+
+
+def test_figures_reach_the_pages_even_when_the_caller_set_a_headless_backend(tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "agg")  # as a CI job or a script often exports
+    nb = write_notebook(tmp_path / "01_plot.ipynb", "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()")
+    (tmp_path / "out").mkdir()
+    seconds, error = course_report.execute(nb, tmp_path / "out", timeout=60)
+    assert not error
+    outputs = nbformat.read(tmp_path / "out" / "01_plot.ipynb", as_version=4).cells[0].outputs
+    assert any("image/png" in o.get("data", {}) for o in outputs)

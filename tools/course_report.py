@@ -33,11 +33,12 @@ from helpers.profile import get_profile
 
 def execute(path: Path, out_dir: Path, timeout: int) -> tuple[float, str]:
     """Run ``path`` with its folder as working directory; write the executed copy. (seconds, error)"""
-    os.environ.pop("MPLBACKEND", None)  # a headless "agg" would leave the pages without figures: kernels draw inline
     nb = nbformat.read(path, as_version=4)
     start, error = time.perf_counter(), ""
     try:
-        NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
+        # without the caller's MPLBACKEND (a headless "agg" would leave the pages without figures)
+        env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}
+        NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute(env=env)
     except (CellExecutionError, CellTimeoutError) as e:
         error = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
     seconds = time.perf_counter() - start
