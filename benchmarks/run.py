@@ -46,9 +46,10 @@ def register_sequence_file(path: Path, name: str | None = None) -> tuple[str, di
 
 
 def run(models: list[str], dataset_names: list[str], profile: Profile,
-        load: dict[str, dict] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+        load: dict[str, dict] | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per (data set, model), and each data set's ``results_table.data_version``;
-    ``load[name]`` holds extra arguments to load a data set."""
+    ``load[name]`` holds extra arguments to load a data set; ``seed`` seeds the models' training
+    (the split stays the same)."""
     rows, versions = [], {}
     for dataset in dataset_names:
         s = registry.load_split(dataset, profile, **(load or {}).get(dataset, {}))
@@ -56,7 +57,7 @@ def run(models: list[str], dataset_names: list[str], profile: Profile,
         exclude_seen = evaluate.honest_exclude_seen(s.test)
         for name in models:
             start = time.perf_counter()
-            model = registry.fit(name, s, profile, progress=False)
+            model = registry.fit(name, s, profile, seed=seed, progress=False)
             fitted = time.perf_counter()
             result = evaluate.evaluate(model, s.test, s.n_items, batch_size=profile.eval_batch_size,
                                        exclude_seen=exclude_seen)
@@ -91,6 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sequence-file", type=Path, default=None,
                         help="run on this file instead: S3-Rec format, 'user item item ...' per line, oldest first")
     parser.add_argument("--name", default=None, help="the data set name of --sequence-file (default: its stem)")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (the split does not change)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
     names = args.datasets or [d for d in profile.datasets if d != "ml-1m"]
@@ -102,11 +104,11 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(str(e))
         names = [name]
     try:
-        table, versions = run(args.models, names, profile, load)
+        table, versions = run(args.models, names, profile, load, seed=args.seed)
     except data.DataFormatError as e:  # a malformed line: the message names it
         parser.error(str(e))
     kept = sorted(set(table.loc[~table["seen excluded"], "dataset"]))
-    print(f"profile {profile.name}; full ranking, leave-one-out, seen items excluded"
+    print(f"profile {profile.name}, seed {args.seed}; full ranking, leave-one-out, seen items excluded"
           + (f" (kept on {', '.join(kept)}: targets repeat history items)" if kept else "")
           + "; [95% bootstrap CI]\n")
     print(markdown(table))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import registry, results_table
+from helpers import registry, results_table, split
 from helpers.profile import get_profile
 
 spec = importlib.util.spec_from_file_location("benchmark_run", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py")
@@ -67,3 +67,21 @@ def test_a_course_data_set_name_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark_run.main(["--sequence-file", str(write_log(tmp_path / "x.txt")), "--name", "beauty"])
     assert "choose another name" in capsys.readouterr().err
+
+
+def test_the_seed_reaches_training_and_not_the_split(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_MODEL_CACHE", str(tmp_path / "models"))
+    log = write_log(tmp_path / "seeded.txt")
+    fitted = []
+    real_fit = registry.fit
+
+    def spy(name, s, profile, **kw):
+        fitted.append((kw.get("seed"), split.fingerprint(s)))
+        return real_fit(name, s, profile, **kw)
+
+    monkeypatch.setattr(registry, "fit", spy)
+    for seed in (0, 3):
+        benchmark_run.main(["--sequence-file", str(log), "--name", f"seeded{seed}", "--models", "pop",
+                            "--profile", "ci", "--seed", str(seed)])
+    assert "seed 3;" in capsys.readouterr().out
+    assert [seed for seed, _ in fitted] == [0, 3] and fitted[0][1] == fitted[1][1]  # same split, two seeds
