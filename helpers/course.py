@@ -61,6 +61,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def quiet(progress: bool) -> bool:
+    """Whether a loop hides its bar: ``progress=False`` or ``$TQDM_DISABLE`` set (an explicit
+    ``tqdm(disable=False)`` would override the variable, so loops pass this instead)."""
+    return not progress or bool(os.environ.get("TQDM_DISABLE"))
+
+
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -16,7 +16,6 @@ Letters: B batch, L tokens, C classes (C = 1: one click logit trained with BCE).
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers import (AutoModelForSequenceClassification, PretrainedConfig, PreTrainedTokenizerBase,
                           get_linear_schedule_with_warmup)
 
-from helpers.course import default_device, seed_everything
+from helpers.course import default_device, quiet, seed_everything
 from helpers.text import resolve_model
 from helpers.textdata import loader
 from helpers.train import amp_dtype, optimizer_step
@@ -197,8 +196,8 @@ def fit(model: nn.Module, train_data: Dataset, valid_data: Dataset, tokenizer: P
         torch.cuda.reset_peak_memory_stats(device)
     best = {"step": 0, "metric": float("-inf"), "state": _trainable_state(model)}
     rows, bad, train_seconds, losses, step, epoch = [], 0, 0.0, [], 0, 0
-    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable=False beats the env
-    bar = tqdm(total=config.steps, disable=quiet, desc="fine-tune")
+    hide = quiet(progress)
+    bar = tqdm(total=config.steps, disable=hide, desc="fine-tune")
     last = False
     while not last and bad < config.patience:
         for batch in loader(train_data, tokenizer, config.batch_size, shuffle=True, seed=config.seed + epoch):

@@ -26,7 +26,6 @@ Letters: B batch, T time, H hidden, V = n_items + 1 (PAD column included), L len
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from helpers.course import quiet
 from helpers.ids import IGNORE, PAD
 from helpers.sequences import pad_left
 
@@ -293,8 +293,8 @@ def adversarial_train(generator: nn.Module, discriminator: Discriminator, sequen
     for _ in range(config.d_pretrain_steps):
         d_step()
     history = []
-    quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable=False beats the env
-    for step in tqdm(range(1, config.steps + 1), disable=quiet, desc="adversarial", leave=False):
+    hide = quiet(progress)
+    for step in tqdm(range(1, config.steps + 1), disable=hide, desc="adversarial", leave=False):
         d_losses = []
         for _ in range(config.d_steps):  # the generator step reuses the last batch (half the sampling)
             loss, real, fake = d_step()

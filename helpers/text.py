@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from helpers.course import default_device
+from helpers.course import default_device, quiet
 from helpers.datasets import cache_dir as data_cache_dir
 from helpers.datasets import check_file, file_sha256
 from helpers.preprocess import IdMap
@@ -187,8 +187,7 @@ def _encode(texts: list[str], model, batch_size: int, max_tokens: int, device, p
     todo.sort(key=lambda i: len(texts[i]))  # similar lengths together: less padding
     batches = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
     with torch.inference_mode():
-        quiet = not progress or bool(os.environ.get("TQDM_DISABLE"))  # an explicit disable= beats the variable
-        for rows in tqdm(batches, disable=quiet, desc="encode"):
+        for rows in tqdm(batches, disable=quiet(progress), desc="encode"):
             batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True,
                               max_length=max_tokens, return_tensors="pt").to(device)
             hidden = encoder(**batch).last_hidden_state  # (B, L, D)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from helpers import distributed
 from helpers.batches import Batches, CausalBatches, causal_batches, causal_windows
-from helpers.course import default_device, seed_everything
+from helpers.course import default_device, quiet, seed_everything
 from helpers.ids import IGNORE
 from helpers.split import EvalSet, Split, fingerprint
 from helpers.storage import load_tensors, save_tensors
@@ -274,7 +274,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         if torch.cuda.is_available() and saved["cuda_rng"]:
             torch.cuda.set_rng_state_all(saved["cuda_rng"])
         state = {k: saved[k] for k in state}
-    quiet = not progress or bool(os.environ.get("TQDM_DISABLE")) or rank != 0
+    hide = quiet(progress) or rank != 0
     net = distributed.wrap(model, world)  # what training calls; `model` itself for one process
     valid = validation_users(split.valid, config)
     started, stopped = time.perf_counter(), "epochs"
@@ -288,7 +288,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         generator = torch.Generator().manual_seed(config.seed + epoch)
         start, total_loss, n_targets = time.perf_counter(), 0.0, 0
         for i, (input_ids, labels) in enumerate(tqdm(batches.epoch(generator), total=steps * world,
-                                                     disable=quiet, desc=f"epoch {epoch}", leave=False)):
+                                                     disable=hide, desc=f"epoch {epoch}", leave=False)):
             if i >= steps * world:
                 break
             if i % world != rank:  # another process's batch
@@ -327,7 +327,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             on_epoch(model, row)
         state["epoch"] = epoch
         state["history"].append(row)
-        if not quiet:
+        if not hide:
             tqdm.write("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                  for k, v in row.items()))
         if path is not None and rank == 0:
