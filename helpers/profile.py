@@ -64,6 +64,8 @@ class Profile:
     dp_epochs: int = 20  # DP-SGD passes over the users, in expectation (09)
     dp_batch_size: int = 240  # expected users per DP-SGD step (09): large batches dilute the noise
     dp_epsilons: tuple[float, ...] = (1.0, 8.0)  # privacy budgets of notebook 09's table (delta = 1/n)
+    mb_epochs: int = 8  # epochs of each notebook-10 model (multi-behaviour), at most `epochs`
+    mb_weights: tuple[float, ...] = (0.0, 0.5, 0.9, 1.0)  # behaviour-loss weights of notebook 10's joint table
 
 
 PROFILES: dict[str, Profile] = {
