@@ -156,6 +156,42 @@ register(sequence_dataset(
             "preprocessed file from RUCAIBox/CIKM2020-S3Rec",
     homepage="https://github.com/RUCAIBox/CIKM2020-S3Rec"))
 
+# Multi-behaviour logs (notebook 10), one spec per file, each pinned to a commit of the repository
+# that ships it (the reference folder's SOURCE.txt files say where each came from).
+_MBHT = "https://raw.githubusercontent.com/tripiggyo1/MB-IMN/b9921e0cc3c7090f62c57c053bd9d28db7c84bfc/dataset/retail_beh"
+_DYHATR = "https://raw.githubusercontent.com/xuehansheng/DyHATR/6a5ea141bd40065c8900642af7f7758d90ebed9b/dataset/ecomm"
+_HUP = ("https://raw.githubusercontent.com/guyulongcs/WSDM2020_HUP/421aff791e12e7a21d2a5a5d0dcd2dc5ca0fbd32/"
+        "JD_Micro_Behaviors_Datasets_sample")
+for _name, _url, _path, _sha, _what, _licence, _home in (
+        ("mbht-retail-train", f"{_MBHT}/retail_beh.train.inter", "mbht_retail/retail_beh.train.inter",
+         "783198a969e4b2b2286bd71e3fbcac3b425e003ddcd81b0799ee49e378fdd307",
+         "RetailRocket view/cart/buy histories as preprocessed for MBHT (KDD 2022), training rows",
+         "RetailRocket (Kaggle) terms, research and teaching use; cite RetailRocket and MBHT",
+         "https://github.com/yuh-yang/MBHT-KDD22"),
+        ("mbht-retail-test", f"{_MBHT}/retail_beh.test.inter", "mbht_retail/retail_beh.test.inter",
+         "e92878cdf42394e647d30cf14a50d68158a04309e46d697d1d14ae184e2432aa",
+         "the published test rows of MBHT's RetailRocket file (history, next purchase)",
+         "RetailRocket (Kaggle) terms, research and teaching use; cite RetailRocket and MBHT",
+         "https://github.com/yuh-yang/MBHT-KDD22"),
+        ("dyhatr-ecomm", f"{_DYHATR}/ecomm_edge_train.txt", "dyhatr_ecomm/ecomm_edge_train.txt",
+         "479af25632faa3299328758509bbb297bef3b1f2f1c09666b1a0ff60c63b8055",
+         "Tianchi e-commerce sample (DyHATR): click/favourite/cart/buy events of 1,476 users over 10 days",
+         "Tianchi terms (research use); cite DyHATR and Tianchi", "https://github.com/xuehansheng/DyHATR"),
+        ("dyhatr-ecomm-items", f"{_DYHATR}/ecomm_item_feature.txt", "dyhatr_ecomm/ecomm_item_feature.txt",
+         "7c63b4fa1d60c5ad26c5eb558a1c4a6024b2969b4d82842f3d931550648aa70b",
+         "item category, brand and price of the Tianchi sample",
+         "Tianchi terms (research use); cite DyHATR and Tianchi", "https://github.com/xuehansheng/DyHATR"),
+        ("jd-micro-computers", f"{_HUP}/JD_Computers_sample", "jd_micro_behaviors_sample/JD_Computers_sample",
+         "caad2046032bdb650f675ba7120c9ace1df286dca342031eb9c16acaf164e388",
+         "1,000 JD computer sessions with 10 micro-behaviours (HUP, WSDM 2020)",
+         "research use only (HUP README)", "https://github.com/guyulongcs/WSDM2020_HUP"),
+        ("jd-micro-appliances", f"{_HUP}/JD_Applicances_sample", "jd_micro_behaviors_sample/JD_Applicances_sample",
+         "699d8313d2ad4919ec8e39cb73d96d04cab5dcac654568a61343b797c8c7c99c",
+         "1,000 JD appliance sessions with 10 micro-behaviours (HUP, WSDM 2020)",
+         "research use only (HUP README)", "https://github.com/guyulongcs/WSDM2020_HUP")):
+    register(DatasetSpec(_name, _what, (_url,), {f"multibehaviour/{_path}": _sha}, kind="multibehaviour",
+                         licence=_licence, homepage=_home))
+
 
 def get_spec(name: str) -> DatasetSpec:
     """The registered spec for ``name``; an :class:`UnknownDataset` error lists the known names."""

@@ -147,7 +147,7 @@ def test_registry_hashes_match_the_reference_sums():
             if rel in sums:
                 assert digest == sums[rel], rel
                 checked += 1
-    assert checked == 7  # 3 ml-100k, 3 ml-latest-small, Beauty
+    assert checked == 13  # 3 ml-100k, 3 ml-latest-small, Beauty, 6 multi-behaviour files (notebook 10)
 
 
 def test_unverified_local_file_is_used_with_a_warning(toy, tmp_path, monkeypatch):
