@@ -97,11 +97,12 @@ class CausalBatches:
                  bucket: int = 50):
         self.inputs, self.labels = causal_windows(sequences, max_len)  # (W, T) each
         self.lengths = (self.labels != IGNORE).sum(1)  # (W,) targets per window
-        self.budget = batch_size * max(float(self.lengths.float().mean()), 1.0)  # targets per batch
+        mean = float(self.lengths.float().mean()) if len(self.lengths) else 1.0  # no window: no NaN
+        self.budget = batch_size * max(mean, 1.0)  # targets per batch
         self.batch_size, self.bucket = batch_size, bucket
 
     def __len__(self) -> int:
-        return max(1, math.ceil(int(self.lengths.sum()) / self.budget))
+        return math.ceil(int(self.lengths.sum()) / self.budget)  # 0 when there is no target
 
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[Tensor, Tensor]]:
         for rows in bucketed_batches(self.lengths, generator, self.batch_size, self.bucket, self.budget):
@@ -110,5 +111,12 @@ class CausalBatches:
 
 
 def causal_batches(sequences: Sequence[np.ndarray], config) -> CausalBatches:
-    """The default ``make_batches`` of the loop: next-item windows of ``config.max_len``."""
-    return CausalBatches(sequences, config.max_len, config.batch_size)
+    """The default ``make_batches`` of the loop: next-item windows of ``config.max_len``.
+
+    Refuses (``ValueError``) sequences with no target at all (every one shorter than 2 items).
+    """
+    batches = CausalBatches(sequences, config.max_len, config.batch_size)
+    if len(batches) == 0:
+        raise ValueError(f"nothing to train on: none of the {len(sequences)} training sequences has "
+                         "2 or more items (a target needs an item before it)")
+    return batches

@@ -84,8 +84,18 @@ class Scores(nn.Module):
 
 
 # ---------------------------------------------------------------- quantization
+def check_finite(model: nn.Module) -> None:
+    """Refuse (``ValueError``, naming them) a model whose float weights hold NaN or infinity:
+    compressing one would hide the fault until a request fails."""
+    broken = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+              if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if broken:
+        raise ValueError(f"the model has NaN or infinite values in {broken}; refusing to compress it")
+
+
 def quantize_linear(model: nn.Module) -> nn.Module:
     """A copy of ``model`` (in eval mode) with every ``nn.Linear`` quantized to int8, dynamically."""
+    check_finite(model)
     with warnings.catch_warnings():
         # torch.ao.quantization is deprecated upstream for the separate torchao package; the
         # eager API still works in this torch and needs no extra dependency.
@@ -206,6 +216,9 @@ def compress_items(model: nn.Module, dtype: str = "int8", **options) -> nn.Modul
     tables = {"int8": Int8Embedding, "fp16": HalfEmbedding, "pq": PQEmbedding}
     if dtype not in tables:
         raise ValueError(f"dtype must be one of {sorted(tables)}, got {dtype!r}")
+    check_finite(model)
+    if model.item_emb.weight.shape[0] < 2:
+        raise ValueError("the item table has no items (only the PAD row): nothing to compress")
     out = copy.deepcopy(model).eval()
     out.item_emb = tables[dtype](model.item_emb.weight, **options)
     return out

@@ -38,6 +38,10 @@ class RepeatTargetWarning(UserWarning):
     """Some targets are already in their user's history while seen items are excluded."""
 
 
+class UnrankedItemsWarning(UserWarning):
+    """``n_items`` is smaller than the model's catalogue: the items above it are never ranked."""
+
+
 def repeat_targets(eval_set: EvalSet) -> np.ndarray:
     """(N,) bool: True where the target already occurs in that user's history (a re-consumption)."""
     return np.array([bool(np.any(np.asarray(h) == t)) for h, t in zip(eval_set.histories, eval_set.targets)],
@@ -97,7 +101,7 @@ def compare(results: Mapping[str, EvalResult], ci: Sequence[str] = (), n_resampl
 def evaluate(model, eval_set: EvalSet, n_items: int, *, ks: Sequence[int] = (5, 10, 20),
              exclude_seen: bool = True, batch_size: int = 1024, max_len: int | None = None,
              protocol: str = "full", popularity: np.ndarray | None = None, seed: int = 0,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, subset: bool = False) -> EvalResult:
     """Rank every target and return per-user HR, NDCG and MRR at each K in ``ks``.
 
     ``model`` follows the scorer interface: ``max_len`` and ``score(input_ids (B, T))
@@ -122,12 +126,21 @@ def evaluate(model, eval_set: EvalSet, n_items: int, *, ks: Sequence[int] = (5, 
     drawn uniformly or in proportion to ``popularity`` (V,) counts, never the target
     nor an excluded item; seeded by ``seed`` for a given ``batch_size``).
     ``top_items`` always come from the full ranking.
+
+    ``n_items`` smaller than the model's own catalogue (``model.config.n_items``) leaves the
+    items above it unranked: an :class:`UnrankedItemsWarning` says so unless ``subset=True``
+    states it is meant (e.g. the catalogue as it was at an earlier time).
     """
     ks = tuple(int(k) for k in ks)
     max_len = int(model.max_len if max_len is None else max_len)
     targets = np.asarray(eval_set.targets, dtype=np.int64)
     _check(ks, max_len, batch_size, protocol, popularity, targets, n_items, len(eval_set.histories))
     _check_histories(eval_set, n_items)
+    model_items = getattr(getattr(model, "config", None), "n_items", None)
+    if not subset and isinstance(model_items, int) and model_items > n_items:
+        warnings.warn(f"n_items={n_items} but the model knows {model_items} items: items {n_items + 1}.."
+                      f"{model_items} are never ranked; pass subset=True if that is meant",
+                      UnrankedItemsWarning, stacklevel=2)
     device = _device(model)
     weights = None
     if protocol == "popular100":

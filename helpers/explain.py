@@ -22,6 +22,7 @@ Letters: T window (``max_len``), T' items in the window (<= T), K recommended it
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,19 +57,29 @@ def occlusion(model, history: np.ndarray, targets: Tensor) -> Tensor:
 
 
 def gradient_x_input(model, history: np.ndarray, targets: Tensor) -> Tensor:
-    """(K, T') gradient x input of log P(target) on each history item's embedding."""
+    """(K, T') gradient x input of log P(target) on each history item's embedding.
+
+    Thread-safe: the hook that captures the embeddings is registered on the shared model,
+    so it fires for every thread's forward pass; it acts only in the thread that registered
+    it (a service scores many requests at once in worker threads). A model in training
+    mode is switched to eval for the call, which is not thread-safe; a served model is in
+    eval mode already (``recommender.bake``).
+    """
     window = np.asarray(history, dtype=np.int64)[-model.max_len:]
     targets = torch.as_tensor(targets)
     inputs = pad_left([window] * len(targets), model.max_len)  # (K, T): one copy per target
-    captured = []
+    owner, captured = threading.get_ident(), []
 
-    def capture(module, args, out: Tensor) -> Tensor:
+    def capture(module, args, out: Tensor) -> Tensor | None:
+        if threading.get_ident() != owner or captured:
+            return None  # another thread's forward pass, or not the first call: leave it alone
         captured.append(out.detach().requires_grad_())  # a leaf even when the table is frozen
         return captured[-1]
 
     hook = model.item_emb.register_forward_hook(capture)
     training = model.training
-    model.eval()
+    if training:
+        model.eval()
     try:
         with torch.enable_grad():
             h = model.hidden(inputs)[:, -1]  # (K, H)
@@ -78,7 +89,8 @@ def gradient_x_input(model, history: np.ndarray, targets: Tensor) -> Tensor:
             (grad,) = torch.autograd.grad(objective, embedded)
     finally:
         hook.remove()
-        model.train(training)
+        if training:
+            model.train()
     return (grad * embedded).sum(-1).detach()[:, model.max_len - len(window):]  # (K, T')
 
 

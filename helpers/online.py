@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import bisect
 import copy
+import datetime
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from helpers.evaluate import EvalResult, evaluate
-from helpers.ids import IGNORE, PAD
+from helpers.ids import IGNORE, PAD, check_id, short_repr, user_key
 from helpers.split import EvalSet, user_sequences
 from helpers.batches import CausalBatches, causal_windows
 
@@ -275,7 +277,7 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
             just_learned = evaluate(model, eval_set, n_items, ks=(10,)).summary()["ndcg@10"]
         results.append(result)
         infos.append(info)
-    final = evaluate(model, evals[0][0], stream.n_items_by(0), ks=(10,)).summary()["ndcg@10"]
+    final = evaluate(model, evals[0][0], stream.n_items_by(0), ks=(10,), subset=True).summary()["ndcg@10"]
     return StreamResult(strategy, pd.DataFrame(rows), results, infos, just_learned - final, model)
 
 
@@ -305,6 +307,11 @@ class OnlineHistories:
     """Each user's latest ``window`` events, updated one event at a time.
 
     ``observe(user, item, timestamp)`` costs O(window): a binary search and a list insert.
+    What it accepts (anything else is a ``TypeError``/``ValueError`` naming the argument,
+    and nothing is stored): ``user`` in any spelling :func:`helpers.ids.user_key` maps to one
+    key (``7``, ``"7"``, ``7.0`` are one user); ``item`` a course id, an integer >= 1 (not
+    bool, not float: 2.9 is not item 2); ``timestamp`` a finite number or a datetime, one
+    kind per store (the first event fixes it; numbers and datetimes do not compare).
     Rules, in order:
 
     * an event equal to one in the window (same item and timestamp) is a duplicate: ignored;
@@ -321,22 +328,45 @@ class OnlineHistories:
         if window < 1 or late not in ("insert", "refuse"):
             raise ValueError("window must be >= 1 and late 'insert' or 'refuse'")
         self.window, self.late = window, late
-        self._events: dict = {}  # user -> list of (timestamp, item), oldest first
+        self.time_kind: str | None = None  # "number" or "datetime", fixed by the first event
+        self._events: dict[str, list] = {}  # user_key(user) -> list of (timestamp, item), oldest first
+
+    def _timestamp(self, timestamp: object) -> tuple[str, float | pd.Timestamp]:
+        """(kind, comparable value) of a timestamp, or an error saying what is allowed."""
+        allowed = "a finite number (int or float, not bool) or a datetime"
+        if isinstance(timestamp, (datetime.datetime, np.datetime64)):
+            value = pd.Timestamp(timestamp)
+            if pd.isna(value):
+                raise ValueError(f"timestamp must be {allowed}; got NaT")
+            return ("datetime" if value.tzinfo is None else "datetime with time zone"), value
+        if isinstance(timestamp, bool) or not isinstance(timestamp, (int, float, np.integer, np.floating)):
+            raise TypeError(f"timestamp must be {allowed}; got {type(timestamp).__name__} {short_repr(timestamp)}")
+        if not math.isfinite(timestamp):
+            raise ValueError(f"timestamp must be {allowed}; got {timestamp!r}")
+        return "number", float(timestamp)
 
     def observe(self, user, item: int, timestamp: float) -> str:
-        events = self._events.setdefault(user, [])
-        key = (timestamp, int(item))
-        lo = bisect.bisect_left(events, (timestamp,))  # events at this time: events[lo:hi]
-        hi = bisect.bisect_right(events, (timestamp, float("inf")))
-        if key in events[lo:hi]:
+        key = user_key(user)
+        item = check_id(item, "item (a course id)")
+        if not isinstance(item, int) or item < 1:
+            raise ValueError(f"item must be a course id, an integer >= 1; got {short_repr(item)}")
+        kind, timestamp = self._timestamp(timestamp)
+        if self.time_kind is not None and kind != self.time_kind:
+            raise TypeError(f"this store keeps {self.time_kind} timestamps; got a {kind} ({timestamp!r})")
+        self.time_kind = kind
+        events = self._events.setdefault(key, [])
+        event = (timestamp, item)
+        times = [t for t, _ in events]
+        lo, hi = bisect.bisect_left(times, timestamp), bisect.bisect_right(times, timestamp)
+        if event in events[lo:hi]:
             return "duplicate"
         if events and timestamp < events[-1][0]:
             if self.late == "refuse" or (len(events) == self.window and timestamp < events[0][0]):
                 return "refused"
-            events.insert(hi, key)
+            events.insert(hi, event)
             status = "inserted"
         else:
-            events.append(key)
+            events.append(event)
             status = "added"
         if len(events) > self.window:
             del events[0]
@@ -344,14 +374,14 @@ class OnlineHistories:
 
     def history(self, user) -> np.ndarray:
         """The user's window of item ids, oldest first (empty for an unknown user)."""
-        return np.array([item for _, item in self._events.get(user, [])], dtype=np.int64)
+        return np.array([item for _, item in self._events.get(user_key(user), [])], dtype=np.int64)
 
     def forget(self, user) -> int:
         """Delete everything kept about ``user``; returns how many events were removed."""
-        return len(self._events.pop(user, []))
+        return len(self._events.pop(user_key(user), []))
 
     def __contains__(self, user) -> bool:
-        return user in self._events
+        return user_key(user) in self._events
 
     def __len__(self) -> int:
         return len(self._events)

@@ -1,12 +1,15 @@
 """Keeping users private: pseudonyms, deletion, memorisation and differential privacy.
 
-* **Pseudonyms.** A user id is replaced by ``HMAC-SHA256(key, id)``: the same id always gives
-  the same pseudonym (so histories still join), and without the key nobody can go back or
-  test a guess. The key comes from the environment (``COURSE_PSEUDONYM_KEY``) or from a file
-  outside the repository (``COURSE_PSEUDONYM_KEY_FILE``); this module never writes it.
+* **Pseudonyms.** A user id is replaced by ``HMAC-SHA256(key, user_key(id))``: the same id
+  always gives the same pseudonym (so histories still join; ``1``, ``1.0``, ``"1"`` and ``b"1"``
+  are one user, :func:`helpers.ids.user_key`), and without the key nobody can go back or
+  test a guess. The key is bytes, at least ``MIN_KEY_BYTES`` of them (a short key can be
+  found by trying keys); it comes from the environment (``COURSE_PSEUDONYM_KEY``) or from a
+  file outside the repository (``COURSE_PSEUDONYM_KEY_FILE``); this module never writes it.
 * **Deletion.** :func:`delete_user` removes every stored event of a user from an
   :class:`EventLog` (a file) and from caches (anything with ``forget(user)``, such as
-  :class:`helpers.online.OnlineHistories`). A trained model still carries them until retrained.
+  :class:`helpers.online.OnlineHistories`), matching ids by ``user_key``, and warns when
+  nothing matched. A trained model still carries them until retrained.
 * **Memorisation.** :func:`attack_auc` is the AUC of a loss-threshold membership-inference
   attack: "a sequence the model fits unusually well was in its training data".
 * **Differential privacy.** :func:`dp_train` is DP-SGD (Abadi et al., 2016) at the level of
@@ -31,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from helpers.course import write_atomic
-from helpers.ids import IGNORE, PAD
+from helpers.ids import IGNORE, PAD, user_key
 from helpers.sequences import pad_left
 from helpers.split import EvalSet, Split
 
@@ -66,25 +70,44 @@ def load_key() -> bytes:
         text = path.read_text()
     if not text:
         raise KeyError(f"set {KEY_ENV} (the key) or {KEY_FILE_ENV} (a file outside the repository)")
-    key = text.strip().encode()
-    if len(key) < MIN_KEY_BYTES:
-        raise ValueError(f"the key has {len(key)} bytes; use at least {MIN_KEY_BYTES} "
-                         "(e.g. secrets.token_hex(32))")
-    return key
+    return check_key(text.strip().encode())
+
+
+def check_key(key: object) -> bytes:
+    """``key`` as bytes if it is bytes of at least ``MIN_KEY_BYTES``; else an error saying what to pass."""
+    how = f"make one with secrets.token_bytes(32), or call load_key() to read ${KEY_ENV} / ${KEY_FILE_ENV}"
+    if isinstance(key, str):
+        raise TypeError(f"the key must be bytes, not str: pass key.encode() or bytes.fromhex(key); {how}")
+    if not isinstance(key, (bytes, bytearray, memoryview)):
+        raise TypeError(f"the key must be bytes, got {type(key).__name__}; {how}")
+    if len(bytes(key)) < MIN_KEY_BYTES:
+        raise ValueError(f"the key has {len(bytes(key))} bytes; use at least {MIN_KEY_BYTES} "
+                         f"(a short key is found by trying keys); {how}")
+    return bytes(key)
 
 
 class Pseudonymiser:
-    """``HMAC-SHA256(key, str(user_id))`` as 64 hex characters; the key stays in memory only."""
+    """``HMAC-SHA256(key, user_key(user_id))`` as 64 hex characters; the key stays in memory only.
 
-    def __init__(self, key: bytes):
-        self._key = bytes(key)
+    ``key``: bytes of at least ``MIN_KEY_BYTES`` (:func:`check_key`); ``None`` reads it with
+    :func:`load_key`.
+    """
+
+    def __init__(self, key: bytes | None = None):
+        self._key = check_key(load_key() if key is None else key)
 
     def __call__(self, user_id) -> str:
-        return hmac.new(self._key, str(user_id).encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._key, user_key(user_id).encode(), hashlib.sha256).hexdigest()
 
     def frame(self, df: pd.DataFrame, column: str = "user_id") -> pd.DataFrame:
-        """A copy of ``df`` whose ``column`` holds pseudonyms instead of ids."""
+        """A copy of ``df`` whose ``column`` holds pseudonyms instead of ids; a row without an
+        id is a ``ValueError`` naming it (it belongs to no user)."""
         out = df.copy()
+        missing = out[column].isna().to_numpy()
+        if missing.any():
+            rows = out.index[missing]
+            raise ValueError(f"{column} is missing in {missing.sum()} row(s) (index {list(rows[:5])}"
+                             f"{' ...' if len(rows) > 5 else ''}); drop or fix them before pseudonymising")
         codes, uniques = pd.factorize(out[column])
         out[column] = np.array([self(u) for u in uniques], dtype=object)[codes]
         return out
@@ -110,21 +133,41 @@ class EventLog:
         return pd.read_csv(self.path, dtype={"user_id": str})
 
     def append(self, events: pd.DataFrame) -> None:
+        """Add ``events`` (user ids written as :func:`helpers.ids.user_key` spells them)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.path, pd.concat([self.read(), events[self.COLUMNS]]).to_csv(index=False))
+        events = events[self.COLUMNS].assign(user_id=[user_key(u) for u in events["user_id"]])
+        write_atomic(self.path, pd.concat([self.read(), events]).to_csv(index=False))
 
     def forget(self, user) -> int:
-        """Rewrite the file without ``user``'s events (atomically); returns how many went."""
+        """Rewrite the file without ``user``'s events (atomically); returns how many went.
+        Ids match by :func:`helpers.ids.user_key`, so a log that spells user 7 ``7.0`` matches."""
         df = self.read()
-        gone = df["user_id"] == str(user)
+        gone = np.array([_same_user(u, user_key(user)) for u in df["user_id"]], dtype=bool)
         if gone.any():
             write_atomic(self.path, df[~gone].to_csv(index=False))
         return int(gone.sum())
 
 
+def _same_user(stored: object, key: str) -> bool:
+    """Whether a stored id is the user ``key``; an id that is no user id at all (a gap) is not."""
+    try:
+        return user_key(stored) == key
+    except (TypeError, ValueError):
+        return False
+
+
 def delete_user(user, stores: dict) -> dict[str, int]:
-    """Remove ``user`` from every store (``name -> object with forget(user)``); events removed per store."""
-    return {name: int(store.forget(user)) for name, store in stores.items()}
+    """Remove ``user`` from every store (``name -> object with forget(user)``); events removed per store.
+
+    ``user`` is passed as :func:`helpers.ids.user_key` spells it. A ``UserWarning`` says so
+    when no store held anything: a misspelt id must not look like a completed deletion.
+    """
+    key = user_key(user)
+    removed = {name: int(store.forget(key)) for name, store in stores.items()}
+    if not any(removed.values()):
+        warnings.warn(f"user {user!r} (key {key!r}) was found in none of {sorted(stores)}: nothing was "
+                      "deleted; check the id's spelling", UserWarning, stacklevel=2)
+    return removed
 
 
 # ---------------------------------------------------------------- memorisation

@@ -8,10 +8,19 @@ raises :class:`UnknownItems` listing every one, a title that fits several items 
 items, labelled as a fallback in the answer.
 
 ``save(folder)`` writes one artefact: ``weights.pt`` (a state dict, read back with
-``weights_only=True``), ``config.json`` (model kind and config) and ``items.csv`` (the
-catalogue) as plain files, and ``MANIFEST.sha256`` with the sha256 of each file; the
-artefact's checksum is the sha256 of that manifest. ``load`` refuses an artefact whose
-files do not match it (:class:`ArtefactError`).
+``weights_only=True``) and its sidecar ``weights.pt.sha256``, ``config.json`` (the format
+version, the model kind and every field of its config) and ``items.csv`` (the catalogue)
+as plain files, and ``MANIFEST.sha256`` with the sha256 of each of them, in ``sha256sum``
+format (``sha256sum -c MANIFEST.sha256`` checks it; ``<hex> *name`` lines are read too).
+The artefact's checksum is the sha256 of that manifest. ``load`` refuses, with an
+:class:`ArtefactError` naming the file, an artefact whose files do not match it, whose
+format is not one it reads (format 1, without the sidecar in the manifest, is converted),
+or whose config lacks a field or has one the model does not know: a default is never
+guessed for a field the artefact did not record.
+
+The manifest proves the files belong together, not who wrote them: whoever can rewrite
+the weights can rewrite the manifest. Pin the checksum (``load(folder, checksum=...)``,
+``COURSE_MODEL_CHECKSUM`` for the service) to refuse any other artefact.
 
 Per-user state lives in ``Recommender.users`` (:class:`helpers.online.OnlineHistories`, each
 user's latest ``max_len`` events): ``observe(user, item, timestamp)`` records an event,
@@ -39,7 +48,7 @@ from torch import nn
 
 from helpers import data, explain, split, storage
 from helpers.gru4rec import GRU4Rec, GRU4RecConfig
-from helpers.ids import PAD
+from helpers.ids import PAD, ascii_int, check_id, short_repr
 from helpers.online import OnlineHistories
 from helpers.preprocess import IdMap
 from helpers.profile import Profile
@@ -50,9 +59,11 @@ MODEL_KINDS: dict[str, tuple[type[nn.Module], type]] = {
     "sasrec": (SASRec, SASRecConfig),
     "gru4rec": (GRU4Rec, GRU4RecConfig),
 }
-FILES = ("weights.pt", "config.json", "items.csv")
+FILES = ("weights.pt", "weights.pt.sha256", "config.json", "items.csv")  # every file, in the manifest
 MANIFEST = "MANIFEST.sha256"
-FORMAT = 1  # bump when the artefact layout changes
+FORMAT = 2  # bump when the artefact layout changes; 2: the manifest covers the weights' sidecar
+READS = {1: FILES[:1] + FILES[2:], 2: FILES}  # format -> the files its manifest must list
+CATALOGUE_COLUMNS = ("raw_id", "title")  # items.csv must have these (year, genres, popularity are optional)
 
 
 class RecommendError(ValueError):
@@ -64,7 +75,8 @@ class UnknownItems(RecommendError):
 
     def __init__(self, items: list):
         self.items = items
-        super().__init__(f"unknown item(s), not in the catalogue: {items}")
+        shown = ", ".join(short_repr(i) for i in items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+        super().__init__(f"unknown item(s), not in the catalogue: [{shown}]")
 
 
 class AmbiguousTitle(RecommendError):
@@ -78,6 +90,32 @@ class AmbiguousTitle(RecommendError):
 
 class ArtefactError(ValueError):
     """A saved recommender whose files are missing or do not match its manifest."""
+
+
+def normalise_checksum(text: str) -> str:
+    """A sha256 as 64 lower-case hex digits: case, surrounding whitespace and a ``sha256:``
+    prefix are ignored (``COURSE_MODEL_CHECKSUM`` is pasted from many places)."""
+    digest = text.strip().lower().removeprefix("sha256:").strip()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ArtefactError(f"the expected checksum {short_repr(text)} is not a sha256 (64 hex digits, "
+                            "optionally after 'sha256:')")
+    return digest
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``name -> sha256`` from a file in either ``sha256sum`` form: ``<hex>  name`` (text) or
+    ``<hex> *name`` (binary); any other line is an :class:`ArtefactError` naming it."""
+    recorded = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        digest, sep, name = line[:64], line[64:66], line[66:]
+        if sep not in ("  ", " *") or not name or len(digest) != 64 or \
+                any(c not in "0123456789abcdef" for c in digest.lower()):
+            raise ArtefactError(f"{path} line {number} is not '<sha256>  name' or '<sha256> *name' "
+                                f"(sha256sum's two forms): {short_repr(line)}")
+        recorded[name] = digest.lower()
+    return recorded
 
 
 @dataclass
@@ -177,6 +215,13 @@ class Recommender:
     def __init__(self, model: nn.Module, items: pd.DataFrame, explain_with: str = "occlusion"):
         if explain_with not in explain.METHODS:
             raise ValueError(f"explain_with must be one of {explain.METHODS}, got {explain_with!r}")
+        if len(items) == 0:
+            raise ValueError("the catalogue is empty: a recommender needs at least one item")
+        broken = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+                  if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+        if broken:
+            raise ValueError(f"the model has NaN or infinite values in {broken}: it would answer "
+                             "nothing meaningful; retrain it or load a good copy")
         self.model = bake(model)
         self.items = items  # see `catalogue`
         self.n_items = len(items)
@@ -199,7 +244,11 @@ class Recommender:
 
     # ------------------------------------------------------------ IDs
     def resolve(self, history: Sequence) -> np.ndarray:
-        """Raw IDs and/or titles (``"Heat"`` or ``"Heat (1995)"``) -> course IDs, oldest first."""
+        """Raw IDs and/or titles (``"Heat"`` or ``"Heat (1995)"``) -> course IDs, oldest first.
+
+        IDs follow :func:`helpers.ids.check_id`: a bool or a float is a :class:`RecommendError`,
+        and only ASCII digits spell a number (``"50"``, not ``"５０"``).
+        """
         out, unknown = [], []
         for entry in history:
             item = self._resolve_one(entry)
@@ -212,10 +261,12 @@ class Recommender:
         return np.asarray(out, dtype=np.int64)
 
     def _resolve_one(self, entry) -> int | None:
-        if isinstance(entry, (int, np.integer)) and not isinstance(entry, bool):
-            return self._by_raw.get(int(entry))
-        if not isinstance(entry, str):
-            return None
+        try:
+            entry = check_id(entry)  # the course's one id rule: no bool, no float
+        except TypeError as error:
+            raise RecommendError(str(error)) from None
+        if isinstance(entry, int):
+            return self._by_raw.get(entry)
         if entry in self._by_raw:  # raw IDs that are strings (e.g. Amazon ASINs)
             return self._by_raw[entry]
         key = entry.strip().casefold()
@@ -224,8 +275,9 @@ class Recommender:
             head, _, year = key.rpartition("(")
             found = [i for i in self._by_title.get(head.strip(), [])
                      if str(self.items.at[i, "year"]) == year.rstrip(")").strip()] or None
-        if found is None and key.isdigit() and int(key) in self._by_raw:
-            return self._by_raw[int(key)]
+        number = ascii_int(key)
+        if found is None and number is not None and number in self._by_raw:
+            return self._by_raw[number]
         if not found:
             return None
         if len(found) > 1:
@@ -303,7 +355,7 @@ class Recommender:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         kind = _kind(self.model)
-        storage.save_tensors(self.model.state_dict(), folder / "weights.pt")
+        storage.save_tensors(self.model.state_dict(), folder / "weights.pt")  # and weights.pt.sha256
         config = {"format": FORMAT, "kind": kind, "config": dataclasses.asdict(self.model.config),
                   "explain_with": self.explain_with}
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -317,34 +369,74 @@ class Recommender:
     @classmethod
     def load(cls, folder: str | os.PathLike, checksum: str | None = None) -> Recommender:
         """Read an artefact written by :meth:`save`, after verifying every file against the
-        manifest (and the manifest against ``checksum`` when given)."""
+        manifest (and the manifest against ``checksum`` when given, in any case, with or
+        without a ``sha256:`` prefix)."""
         folder = Path(folder)
         manifest = folder / MANIFEST
         if not manifest.is_file():
             raise ArtefactError(f"{folder} is not a recommender artefact: {MANIFEST} is missing")
-        lines = manifest.read_text()
-        actual = hashlib.sha256(lines.encode()).hexdigest()
-        if checksum is not None and actual != checksum:
-            raise ArtefactError(f"{manifest} has checksum {actual}, expected {checksum}: "
+        actual = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        if checksum is not None and actual != normalise_checksum(checksum):
+            raise ArtefactError(f"{manifest} has checksum {actual}, expected {checksum.strip()}: "
                                 "a different or altered artefact")
-        recorded = dict(reversed(line.split("  ", 1)) for line in lines.splitlines() if line)
-        for name in FILES:
+        recorded = read_manifest(manifest)
+        for name, digest in recorded.items():
             path = folder / name
-            if name not in recorded or not path.is_file():
-                raise ArtefactError(f"{path} is missing from the artefact or its manifest; save it again")
-            if _sha256(path) != recorded[name]:
+            if not path.is_file():
+                raise ArtefactError(f"{path} is listed in {MANIFEST} but missing; save the artefact again")
+            if _sha256(path) != digest:
                 raise ArtefactError(f"{path} does not match {MANIFEST} (altered or truncated); save it again")
+        if "config.json" not in recorded:
+            raise ArtefactError(f"{manifest} does not list config.json; save the artefact again")
         config = json.loads((folder / "config.json").read_text())
-        if config.get("format") != FORMAT or config.get("kind") not in MODEL_KINDS:
-            raise ArtefactError(f"{folder}: artefact format {config.get('format')} / kind {config.get('kind')!r} "
-                                f"is not one this code reads (format {FORMAT}, kinds {sorted(MODEL_KINDS)})")
-        model_cls, config_cls = MODEL_KINDS[config["kind"]]
-        model = model_cls(config_cls(**config["config"]))
+        found = config.get("format")
+        if found not in READS:
+            raise ArtefactError(f"{folder / 'config.json'}: artefact format {found!r}; this code reads formats "
+                                f"{sorted(READS)} and writes {FORMAT}: use the version that wrote it, or save it again")
+        missing = [name for name in READS[found] if name not in recorded]
+        if missing:
+            raise ArtefactError(f"{manifest} (format {found}) does not list {missing}; save the artefact again")
+        model = _model_from_config(config, folder / "config.json")
         model.load_state_dict(storage.load_tensors(folder / "weights.pt"))
-        items = pd.read_csv(folder / "items.csv", index_col="item", keep_default_na=False,
-                            dtype={"title": str, "genres": str})
-        items["genres"] = [g.split("|") if g else [] for g in items["genres"]]
-        items["year"] = pd.to_numeric(items["year"], errors="coerce").astype("Int64")
-        recommender = cls(model, items, config.get("explain_with", "occlusion"))
+        recommender = cls(model, _read_catalogue(folder / "items.csv"), config.get("explain_with", "occlusion"))
         recommender.checksum = actual
         return recommender
+
+
+def _model_from_config(config: dict, path: Path) -> nn.Module:
+    """The model of a ``config.json``; every config field must be recorded, none unknown."""
+    found = config.get("format")
+    if config.get("kind") not in MODEL_KINDS:
+        raise ArtefactError(f"{path} (format {found}): model kind {config.get('kind')!r} is not one of "
+                            f"{sorted(MODEL_KINDS)}")
+    model_cls, config_cls = MODEL_KINDS[config["kind"]]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    saved = config.get("config")
+    if not isinstance(saved, dict):
+        raise ArtefactError(f"{path} (format {found}) has no 'config' object")
+    unknown, lacking = sorted(set(saved) - fields), sorted(fields - set(saved))
+    if unknown or lacking:
+        raise ArtefactError(f"{path} (format {found}, this code writes format {FORMAT}) does not fit "
+                            f"{config_cls.__name__}: unknown fields {unknown}, missing fields {lacking}; "
+                            "a default is never guessed for a missing field: use the version that wrote "
+                            "it, or add the fields with the values the model was trained with")
+    try:
+        return model_cls(config_cls(**saved))
+    except (TypeError, ValueError) as error:
+        raise ArtefactError(f"{path} (format {found}): {error}") from None
+
+
+def _read_catalogue(path: Path) -> pd.DataFrame:
+    """``items.csv`` back as :func:`catalogue`'s frame; ``year``, ``genres`` and ``popularity``
+    may be absent (NA, no genres, 0), ``item``, ``raw_id`` and ``title`` may not."""
+    items = pd.read_csv(path, keep_default_na=False, dtype={"title": str, "genres": str})
+    absent = [c for c in ("item", *CATALOGUE_COLUMNS) if c not in items.columns]
+    if absent:
+        raise ArtefactError(f"{path} has no column(s) {absent}; it needs item, raw_id and title")
+    items = items.set_index("item")
+    genres = items["genres"] if "genres" in items else pd.Series("", index=items.index)
+    items["genres"] = [g.split("|") if g else [] for g in genres]
+    items["year"] = pd.to_numeric(items["year"], errors="coerce").astype("Int64") if "year" in items else \
+        pd.array([pd.NA] * len(items), dtype="Int64")
+    items["popularity"] = pd.to_numeric(items["popularity"]).astype(np.int64) if "popularity" in items else 0
+    return items

@@ -6,9 +6,15 @@ Start it with one command (the artefact comes from ``Recommender.save``)::
 
 Endpoints: ``POST /recommend`` (body: ``{"history": [50, "Heat (1995)"], "k": 10}``),
 ``GET /items/{id}``, ``GET /health``. The model is loaded once, when the app is made.
-Bodies are validated by pydantic: a malformed body, an unknown item or an ambiguous
-title gets a 4xx whose message says what is wrong, never a 500 or a traceback. Each
-answer carries a ``Server-Timing: model;dur=<ms>`` header, the time spent in
+
+A bad request gets a 4xx that names the field and what it allows, never a 500 or a
+traceback, and never echoes more than a few dozen characters of what was sent: 415 for a
+body that is not ``application/json``, 413 for one over ``MAX_BODY_BYTES``, 422 for JSON
+that does not parse, holds ``NaN``/``Infinity`` or an integer of more than ``MAX_DIGITS``
+digits, or does not fit :class:`RecommendRequest` (``k`` and the flags are strict: ``true``
+is not 1, ``10.0`` is not 10), and for unknown items or ambiguous titles. Item ids follow
+:func:`helpers.ids.check_id` (``"50"`` is item 50; ``"²"`` or ``"５０"`` are titles, unknown).
+Each answer carries a ``Server-Timing: model;dur=<ms>`` header, the time spent in
 ``recommend``, so a client can tell the model's time from the HTTP overhead.
 
 ``load_test`` sends many requests at once through an ``httpx.AsyncClient`` (in-process
@@ -19,6 +25,7 @@ percentiles and errors; ``running_server`` starts a real uvicorn on 127.0.0.1 an
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -28,23 +35,34 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import numpy as np
 import pandas as pd
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints, ValidationError
 
+from helpers.ids import ALLOWED_IDS, ascii_int, short_repr
 from helpers.recommender import AmbiguousTitle, RecommendError, Recommender, UnknownItems
 
 MODEL_ENV = "COURSE_MODEL_PATH"  # the artefact folder the service loads
 CHECKSUM_ENV = "COURSE_MODEL_CHECKSUM"  # optional: refuse any other artefact
 MAX_HISTORY = 10_000  # items in one request's history
 MAX_K = 1_000
+MAX_BODY_BYTES = 1 << 20  # 1 MiB: 10,000 numeric ids take about 60 kB
+MAX_DIGITS = 100  # a longer JSON integer is refused before Python converts it
+MAX_TITLE = 300
+ALLOWED = {  # what each field takes, as an error message says it
+    "history": f"a list of at most {MAX_HISTORY:,} items, oldest first, each {ALLOWED_IDS} "
+               f"or a title of 1..{MAX_TITLE} characters",
+    "k": f"an integer from 1 to {MAX_K:,} (not bool, float or string)",
+    "exclude_seen": "true or false",
+    "explain": "true or false",
+}
 
-ItemRef = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=300)]
+ItemRef = StrictInt | Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE)]
 
 
 class RecommendRequest(BaseModel):
@@ -52,9 +70,9 @@ class RecommendRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     history: list[ItemRef] = Field(default_factory=list, max_length=MAX_HISTORY)
-    k: int = Field(10, ge=1, le=MAX_K)
-    exclude_seen: bool = True
-    explain: bool = True  # name the history items behind each recommendation
+    k: StrictInt = Field(10, ge=1, le=MAX_K)
+    exclude_seen: StrictBool = True
+    explain: StrictBool = True  # name the history items behind each recommendation
 
 
 class Recommended(BaseModel):
@@ -80,6 +98,85 @@ class ItemInfo(BaseModel):
     popularity: int  # interactions in the training data
 
 
+class BadRequest(Exception):
+    """A request refused before validation: ``status`` and a message that says why."""
+
+    def __init__(self, status: int, message: str, **extra: Any):
+        super().__init__(message)
+        self.status, self.body = status, {"detail": message, **extra}
+
+
+class _Refused:
+    """A JSON value the parser will not turn into a Python number (NaN, Infinity, an
+    integer of too many digits): it stays in place so that validation names its field."""
+
+    def __init__(self, text: str):
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _refuse_constant(name: str) -> _Refused:
+    return _Refused(f"{name} (numbers must be finite)")
+
+
+def _bounded_int(text: str) -> int | _Refused:
+    digits = len(text.lstrip("-"))
+    return int(text) if digits <= MAX_DIGITS else _Refused(f"an integer of {digits:,} digits (at most {MAX_DIGITS})")
+
+
+def parse_json(body: bytes, content_type: str | None) -> Any:
+    """The JSON value of a request body, or :class:`BadRequest` (415, 413, 422) saying why."""
+    media = (content_type or "").split(";")[0].strip().lower()
+    if not body.strip():
+        raise BadRequest(422, "Field required: the body must be a JSON object such as "
+                              '{"history": [50, "Heat (1995)"], "k": 10}', field="body")
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        raise BadRequest(415, f"Content-Type must be application/json, got {content_type or 'none'}",
+                         field="Content-Type")
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"the body has {len(body):,} bytes, at most {MAX_BODY_BYTES:,} are accepted")
+    try:
+        return json.loads(body, parse_constant=_refuse_constant, parse_int=_bounded_int)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise BadRequest(422, f"the body is not valid JSON: {short_repr(str(error), 120)}", field="body") from None
+
+
+def validation_errors(error: ValidationError) -> list[dict]:
+    """pydantic's errors, one per field (a union's alternatives merged), with what the field
+    allows and at most a short excerpt of the value sent."""
+    merged: dict[tuple, dict] = {}
+    for e in error.errors():
+        loc = tuple(e["loc"][:1]) + tuple(p for p in e["loc"][1:2] if isinstance(p, int))
+        value = e.get("input")
+        msg = f"{value.text} is not allowed" if isinstance(value, _Refused) else e["msg"]
+        entry = merged.setdefault(loc, {"loc": list(loc), "msg": [], "allowed": ALLOWED.get(str(loc[0]) if loc else "")})
+        if msg not in entry["msg"]:
+            entry["msg"].append(msg)
+        if e["type"] != "missing" and not isinstance(value, dict):
+            entry["input"] = short_repr(value)
+    return [{**e, "msg": "; ".join(e["msg"]), "field": ".".join(map(str, e["loc"])) or "body"} for e in merged.values()]
+
+
+async def read_request(request: Request) -> RecommendRequest:
+    """The body of ``POST /recommend``, read at most ``MAX_BODY_BYTES`` at a time and validated."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"the body has {int(declared):,} bytes, at most {MAX_BODY_BYTES:,} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadRequest(413, f"the body has more than {MAX_BODY_BYTES:,} bytes, the most accepted")
+        chunks.append(chunk)
+    data = parse_json(b"".join(chunks), request.headers.get("content-type"))
+    try:
+        return RecommendRequest.model_validate(data)
+    except ValidationError as error:
+        raise BadRequest(422, validation_errors(error)) from None
+
+
 def create_app(recommender: Recommender | None = None) -> FastAPI:
     """The FastAPI app around ``recommender`` (default: the artefact at ``$COURSE_MODEL_PATH``)."""
     if recommender is None:
@@ -90,17 +187,24 @@ def create_app(recommender: Recommender | None = None) -> FastAPI:
     app = FastAPI(title="next-item recommender", version="1")
     app.state.recommender = recommender
 
+    @app.exception_handler(BadRequest)
+    async def refused(request: Request, error: BadRequest) -> JSONResponse:
+        return JSONResponse(error.body, status_code=error.status)
+
     @app.exception_handler(RecommendError)
     async def bad_request(request: Request, error: RecommendError) -> JSONResponse:
         detail: dict = {"detail": str(error)}
         if isinstance(error, UnknownItems):
-            detail["unknown"] = error.items
+            detail["unknown"] = [item if isinstance(item, int) else short_repr(item) for item in error.items[:20]]
         if isinstance(error, AmbiguousTitle):
             detail["candidates"] = {str(k): v for k, v in error.candidates.items()}
         return JSONResponse(detail, status_code=422)
 
-    @app.post("/recommend", response_model=RecommendResponse)
-    def recommend(body: RecommendRequest) -> JSONResponse:
+    body_schema = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": RecommendRequest.model_json_schema()}}}}
+
+    @app.post("/recommend", response_model=RecommendResponse, openapi_extra=body_schema)
+    def recommend(body: Annotated[RecommendRequest, Depends(read_request)]) -> JSONResponse:
         # A plain def: FastAPI runs it in a worker thread, so the event loop keeps accepting
         # requests while the model computes (torch releases the GIL inside its kernels).
         start = time.perf_counter()
@@ -113,11 +217,11 @@ def create_app(recommender: Recommender | None = None) -> FastAPI:
 
     @app.get("/items/{item_id}", response_model=ItemInfo)
     def item(item_id: str) -> ItemInfo:
-        ref: int | str = int(item_id) if item_id.lstrip("-").isdigit() else item_id
+        number = ascii_int(item_id)
         try:
-            (course_id,) = recommender.resolve([ref])
+            (course_id,) = recommender.resolve([item_id if number is None else number])
         except UnknownItems:
-            raise HTTPException(404, f"no item {item_id!r} in the catalogue") from None
+            raise HTTPException(404, f"no item {short_repr(item_id)} in the catalogue") from None
         row = recommender.items.loc[int(course_id)]
         return ItemInfo(item=recommender.raw_id(course_id), title=row["title"],
                         year=None if pd.isna(row["year"]) else int(row["year"]),

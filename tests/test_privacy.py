@@ -20,9 +20,10 @@ def _model(n_items: int = 12, dropout: float = 0.0) -> SASRec:
     return SASRec(SASRecConfig(n_items, max_len=5, hidden=8, n_layers=1, n_heads=2, dropout=dropout))
 
 
-def test_pseudonym_is_hmac_sha256_rfc4231_test_case_2():
-    assert privacy.Pseudonymiser(b"Jefe")("what do ya want for nothing?") == (
-        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+def test_pseudonym_is_hmac_sha256_rfc4231_test_case_1():
+    # test case 2's key ("Jefe", 4 bytes) is now refused as too short: case 1 has 20 bytes
+    assert privacy.Pseudonymiser(b"\x0b" * 20)("Hi There") == (
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")
 
 
 def test_load_key_from_env_or_a_file_outside_the_repository(monkeypatch, tmp_path):
@@ -82,7 +83,8 @@ def test_delete_user_removes_every_stored_event(tmp_path):
     assert removed == {"log": 3, "histories": 2}  # the cache kept only a window of 2
     assert pseudo(1).encode() not in log.path.read_bytes() and pseudo(1) not in cache
     assert sorted(log.read()["item_id"]) == [6, 8] and cache.history(pseudo(2)).tolist() == [6]
-    assert privacy.delete_user(pseudo(1), {"log": log, "histories": cache}) == {"log": 0, "histories": 0}
+    with pytest.warns(UserWarning, match="nothing was deleted"):
+        assert privacy.delete_user(pseudo(1), {"log": log, "histories": cache}) == {"log": 0, "histories": 0}
 
 
 def test_attack_auc_by_hand_and_against_sklearn():
