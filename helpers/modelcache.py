@@ -1,7 +1,8 @@
 """A cache of trained models, so a model trained once is reused by every later notebook.
 
 An entry is keyed by everything that decides the trained weights: the registry name, the
-model config, the training config, a fingerprint of the training data (training
+model config, the training config (with the learner's seconds cap, so a model a cap cut
+is never read by a run without one), a fingerprint of the training data (training
 sequences and the validation set that picks the best epoch), a version of the code that
 matters (a hash of the source files of the model and the training loop), the torch
 version and the device type. It is stored with :mod:`helpers.storage` (atomic, with a
@@ -76,14 +77,16 @@ def entry_path(key: dict) -> Path:
 
 
 def save(model: nn.Module, result: TrainResult, key: dict) -> Path:
-    """Store the trained weights and their training history under ``key``."""
+    """Store the trained weights and their training record (history, best epoch, why it
+    stopped, planned epochs) under ``key``."""
     path = entry_path(key)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     storage.save_tensors({"key": json.dumps(key, sort_keys=True, default=str), "state": state,
                           "history": result.history.to_json(orient="split"),
                           "best_epoch": int(result.best_epoch), "best_metric": float(result.best_metric),
-                          "metric": result.metric, "stopped": result.stopped}, path)
+                          "metric": result.metric, "stopped": result.stopped, "planned": int(result.planned)},
+                         path)
     return path
 
 
@@ -107,7 +110,7 @@ def load(model: nn.Module, key: dict) -> TrainResult | None:
         model.load_state_dict(entry["state"])
         history = pd.read_json(io.StringIO(entry["history"]), orient="split")
         return TrainResult(history, int(entry["best_epoch"]), float(entry["best_metric"]),
-                           entry["metric"], entry["stopped"])
+                           entry["metric"], entry["stopped"], int(entry.get("planned", 0)))
     except (storage.CorruptFile, KeyError, TypeError, ValueError, RuntimeError) as e:
         warnings.warn(f"ignoring the cached model {path} ({e}); training it again", stacklevel=2)
         storage.remove(path)

@@ -42,8 +42,8 @@ class Profile:
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
     click_k: int = 50  # candidates per user the feature-based click model re-orders (05)
     id_dropout: float = 0.5  # share of items seen through their text alone per training batch (05)
-    cold_train_seconds: float | None = None  # budget of each of 05's cold-start models; None = train_seconds
-    train_seconds: float | None = None  # training-time budget per model (seconds); None = epochs only
+    max_steps: int | None = None  # a run trains the whole epochs that fit in this many steps; None = `epochs`
+    cold_epochs: int | None = None  # epochs of each of 05's cold-start models; None = `epochs`
     valid_users: int | None = None  # users a training run validates on (a seeded sample); None = all
     compare_models: tuple[str, ...] | None = None  # registry models in notebook 07's table; None = all
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
@@ -81,11 +81,11 @@ PROFILES: dict[str, Profile] = {
         mia_epochs=3, dp_epochs=2, dp_batch_size=75, dp_epsilons=(8.0,),
     ),
     "cpu": Profile(
-        name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
+        name="cpu", max_users=None, max_len=50, epochs=20, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
-        train_seconds=120, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
-        finetune_steps=30, text_max_tokens=64, rerank_k=10, cold_train_seconds=15,
+        max_steps=900, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
+        finetune_steps=30, text_max_tokens=64, rerank_k=10, cold_epochs=4,
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,

@@ -44,6 +44,12 @@ def _nothing(*_) -> dict:
     return {}
 
 
+def _steps(profile: Profile, factor: int) -> dict:
+    """A model whose steps cost a fraction of a sequence model's takes ``factor`` times the
+    profile's step cap (its epochs are many small steps), so it still trains several epochs."""
+    return {"max_steps": None if profile.max_steps is None else factor * profile.max_steps}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build, train and score one registered model."""
@@ -71,11 +77,11 @@ MODELS: dict[str, ModelSpec] = {
     "bigram": ModelSpec(
         "neural bigram: embedding -> linear -> softmax", config=bigram.BigramConfig,
         model=bigram.NeuralBigram,
-        train=lambda p: {"max_len": 1, "lr": 5 * p.lr}, causal=True),  # one layer takes a larger step
+        train=lambda p: {"max_len": 1, "lr": 5 * p.lr, **_steps(p, 5)}, causal=True),  # one layer takes a larger step
     "item2vec": ModelSpec(
         "skip-gram item embeddings, mean history vector", config=item2vec.Item2VecConfig,
         model=item2vec.Item2Vec,
-        train=lambda p: {"batch_size": 16 * p.batch_size, "lr": 10 * p.lr},  # pairs are cheap
+        train=lambda p: {"batch_size": 16 * p.batch_size, "lr": 10 * p.lr, **_steps(p, 5)},  # pairs are cheap
         batches=lambda config: item2vec.skipgram_batches(window=5),
         inputs=lambda s: {"counts": item2vec.item_counts(s.train, s.n_items)}),
     "gru4rec": ModelSpec(
@@ -170,9 +176,11 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
     ``overrides`` change a model setting (a field of its config, or a count model's
     constructor argument) or a training setting (a field of :class:`helpers.train.TrainConfig`);
     a name in both (``max_len``) changes both. Neural models are seeded by ``seed`` before
-    they are built, trained with the profile's budget, and read from / written to the model
+    they are built, trained for the profile's epochs, and read from / written to the model
     cache when ``cache``; ``retrain`` (or ``$COURSE_RETRAIN=1``) trains anyway and rewrites the
-    entry. They come back in eval mode on the default device, with ``model.train_result``.
+    entry. They come back in eval mode on the default device, with ``model.train_result``;
+    unless ``progress`` is False, one line says whether the model was trained or read from
+    the cache and what its training record holds (:meth:`helpers.train.TrainResult.describe`).
     The global random state is left as it was, so what a notebook draws next is the same
     whether the model was trained or read.
     """
@@ -193,14 +201,17 @@ def _fit_neural(name: str, spec: ModelSpec, s: split.Split, profile: Profile, se
     model = build(name, s, profile, seed=seed, **overrides)
     key = modelcache.cache_key(name, config, train_config, s,
                                (inspect.getmodule(spec.model), *TRAINING_CODE))
-    result = None
+    result, source = None, "trained"
     if cache and not (retrain or modelcache.retrain_requested()):
         result = modelcache.load(model, key)
+        source = "read from the model cache"
     if result is None:  # a failed load leaves the fresh weights untouched (modelcache.load checks first)
         make_batches = spec.batches(config) if spec.batches else None
-        result = train.train(model, s, train_config, make_batches=make_batches, progress=progress)
+        result, source = train.train(model, s, train_config, make_batches=make_batches, progress=progress), "trained"
         if cache:
             modelcache.save(model, result, key)
+    if progress:
+        print(f"{name}: {source}: {result.describe()}")
     model.to(default_device()).eval()
     model.train_result = result
     return model

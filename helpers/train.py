@@ -19,6 +19,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,10 +39,13 @@ from helpers.storage import load_tensors, save_tensors
 
 # the batch builders live in helpers.batches (models may import them); re-exported for notebooks
 __all__ = ["Batches", "CausalBatches", "TrainConfig", "TrainResult", "causal_batches", "causal_windows",
-           "load_checkpoint", "plot_history", "train", "validation_users"]
+           "load_checkpoint", "plot_history", "seconds_cap", "train", "validation_users"]
 
 
 # ---------------------------------------------------------------- configuration and result
+SECONDS_CAP_ENV = "COURSE_MAX_TRAIN_SECONDS"
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 30  # upper bound; early stopping usually ends sooner
@@ -61,16 +65,44 @@ class TrainConfig:
     checkpoint: str | Path | None = None  # training state, rewritten after every epoch
     resume: bool = False  # continue from `checkpoint` when it exists
     amp: bool | None = None  # mixed precision; None = on CUDA only (bf16, else fp16)
-    max_seconds: float | None = None  # time budget (training + validation); None = epochs only
+    max_steps: int | None = None  # train only the whole epochs that fit in this many steps; None = `epochs`
+    max_seconds: float | None = None  # a learner's cap in seconds ($COURSE_MAX_TRAIN_SECONDS); None = no cap
     valid_users: int | None = None  # validate on this many users (one seeded sample for the run); None = all
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
-        """The sizes a run profile sets (epochs, batch, lr, patience, max_len, time budget)."""
-        return cls(**{"epochs": profile.epochs, "batch_size": profile.batch_size, "lr": profile.lr,
-                      "patience": profile.patience, "max_len": profile.max_len,
-                      "eval_batch_size": profile.eval_batch_size, "max_seconds": profile.train_seconds,
+        """The sizes a run profile sets (epochs, step cap, batch, lr, patience, max_len), and the
+        learner's seconds cap from ``$COURSE_MAX_TRAIN_SECONDS`` when it is set."""
+        return cls(**{"epochs": profile.epochs, "max_steps": profile.max_steps, "batch_size": profile.batch_size,
+                      "lr": profile.lr, "patience": profile.patience, "max_len": profile.max_len,
+                      "eval_batch_size": profile.eval_batch_size, "max_seconds": seconds_cap(),
                       "valid_users": profile.valid_users, **overrides})
+
+    def planned_epochs(self, steps_per_epoch: int) -> int:
+        """The epochs a run trains at most: ``epochs``, cut to the whole epochs that fit in
+        ``max_steps`` (at least one). It depends on the data, never on the machine's speed."""
+        if self.max_steps is None:
+            return self.epochs
+        return max(1, min(self.epochs, self.max_steps // steps_per_epoch))
+
+
+def seconds_cap() -> float | None:
+    """``$COURSE_MAX_TRAIN_SECONDS`` as a number of seconds, or None when unset or empty.
+
+    A cap makes results depend on how fast the machine is: a run it cuts says so, and the
+    model cache keys on it, so a capped model is never read by a run without the cap.
+    """
+    raw = os.environ.get(SECONDS_CAP_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{SECONDS_CAP_ENV}={raw!r} is not a number of seconds; unset it to train "
+                         "the profile's epochs") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{SECONDS_CAP_ENV}={raw!r} must be a positive number of seconds")
+    return value
 
 
 @dataclass
@@ -79,7 +111,22 @@ class TrainResult:
     best_epoch: int  # the epoch whose weights the model holds after `train`
     best_metric: float  # its validation `metric`
     metric: str
-    stopped: str = "epochs"  # why training ended: "epochs", "patience" or "budget" (max_seconds)
+    stopped: str = "epochs"  # why training ended: "epochs", "patience" or "cap" (max_seconds cut it)
+    planned: int = 0  # the epochs the run would train without early stopping (TrainConfig.planned_epochs)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of training and validation, summed over the epochs run."""
+        return float(self.history["seconds"].sum()) if "seconds" in self.history else 0.0
+
+    def describe(self) -> str:
+        """One line a notebook prints: epochs run, best epoch, its validation metric, seconds, why it stopped."""
+        why = {"epochs": "the last planned epoch", "patience": "early stopping",
+               "cap": f"CUT by the {SECONDS_CAP_ENV} cap: numbers depend on this machine's speed"}
+        planned = f" of {self.planned}" if self.planned else ""
+        return (f"{len(self.history)}{planned} epochs, best epoch {self.best_epoch} "
+                f"(validation {self.metric} {self.best_metric:.4f}), {self.seconds:.0f} s; "
+                f"ended by {why.get(self.stopped, self.stopped)}")
 
 
 # ---------------------------------------------------------------- the loop
@@ -151,7 +198,8 @@ def validation_users(eval_set: EvalSet, config: TrainConfig) -> EvalSet:
 
 # TrainConfig fields a resumed run may change: where and how long it runs, not what it learns.
 # `epochs` is checked too when the schedule depends on it (cosine decay, warmup_fraction).
-UNCHECKED_ON_RESUME = ("checkpoint", "resume", "max_seconds", "eval_batch_size", "epochs", "patience")
+UNCHECKED_ON_RESUME = ("checkpoint", "resume", "max_seconds", "eval_batch_size", "epochs", "max_steps",
+                       "patience")
 
 
 def _config_record(config: TrainConfig) -> dict:
@@ -165,7 +213,7 @@ def _check_resume(saved: dict, config: TrainConfig, data: str, path: Path) -> No
     now = _config_record(config)
     schedule_uses_epochs = config.cosine or config.warmup_fraction > 0
     differ = [f"{k}: {stored.get(k)!r} in the checkpoint, {now[k]!r} now" for k in now
-              if (k not in UNCHECKED_ON_RESUME or k == "epochs" and schedule_uses_epochs)
+              if (k not in UNCHECKED_ON_RESUME or k in ("epochs", "max_steps") and schedule_uses_epochs)
               and stored.get(k) != now[k]]
     if saved.get("data") != data:
         differ.append("the training data (split.train / split.valid) is not the same")
@@ -194,6 +242,8 @@ def _check_inputs(split: Split, config: TrainConfig, causal: bool) -> None:
     if config.epochs < 1 or config.batch_size < 1 or config.max_len < 1:
         raise ValueError(f"TrainConfig epochs, batch_size and max_len must be >= 1, got "
                          f"{config.epochs}, {config.batch_size}, {config.max_len}")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise ValueError(f"TrainConfig.max_steps must be >= 1 or None, got {config.max_steps}")
     if config.resume and not config.checkpoint:
         raise ValueError("TrainConfig.resume=True needs TrainConfig.checkpoint (the file to resume from)")
     if config.checkpoint and not Path(config.checkpoint).parent.is_dir():
@@ -227,8 +277,12 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     """Train ``model`` on ``split.train``, early-stop on ``split.valid``, keep the best epoch.
 
     AdamW, gradient clipping, optional warm-up and cosine decay, mixed precision on CUDA.
-    With ``config.max_seconds`` training stops after the batch that exhausts the budget,
-    validates that partial epoch and keeps the best epoch seen (``result.stopped == "budget"``).
+    The run trains ``config.planned_epochs(steps per epoch)`` epochs at most (early stopping
+    may end it sooner): how long it trains depends on the data and the config, never on the
+    machine, so the same commit, config and seed give the same weights under any load. Only
+    ``config.max_seconds`` (a learner's cap) can cut a run by the clock: it stops after the
+    batch that exhausts the cap, validates that partial epoch, keeps the best epoch seen and
+    warns (``result.stopped == "cap"``).
     After every epoch the full training state goes to ``config.checkpoint`` (atomically, with
     a sha256 sidecar, the config and a fingerprint of the data); with ``config.resume`` a
     later call continues from it, and refuses if the config (except the fields in
@@ -254,7 +308,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     steps = len(batches) // world  # optimizer steps per epoch, in every process
     if steps == 0:
         raise ValueError(f"{len(batches)} batches per epoch cannot be shared by {world} processes")
-    total = config.epochs * steps
+    epochs = config.planned_epochs(steps)
+    total = epochs * steps
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
     warmup = max(config.warmup_steps, round(config.warmup_fraction * total))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, warmup, config.cosine))
@@ -278,11 +333,11 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     net = distributed.wrap(model, world)  # what training calls; `model` itself for one process
     valid = validation_users(split.valid, config)
     started, stopped = time.perf_counter(), "epochs"
-    for epoch in range(state["epoch"] + 1, config.epochs + 1):
+    for epoch in range(state["epoch"] + 1, epochs + 1):
         if state["bad_evals"] >= config.patience:
             stopped = "patience"
             break
-        if stopped == "budget":
+        if stopped == "cap":
             break
         model.train()
         generator = torch.Generator().manual_seed(config.seed + epoch)
@@ -308,13 +363,13 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             total_loss, n_targets = total_loss + value * n, n_targets + n
             if config.max_seconds is not None and distributed.any_true(
                     time.perf_counter() - started > config.max_seconds, world):
-                stopped = "budget"
+                stopped = "cap"
                 break
         total_loss, n_targets = distributed.sum_all([total_loss, n_targets], world)
         _check_finite(model, epoch, scheduler.get_last_lr()[0])
         row = {"epoch": epoch, "loss": total_loss / max(n_targets, 1),
                "seconds": time.perf_counter() - start}
-        if epoch % config.eval_every == 0 or epoch == config.epochs or stopped == "budget":
+        if epoch % config.eval_every == 0 or epoch == epochs or stopped == "cap":
             model.eval()
             metrics = _validate(model, valid, split.n_items, config)
             row.update({f"valid_{k}": metrics[k] for k in dict.fromkeys(["hr@10", "ndcg@10", config.metric])})
@@ -337,10 +392,14 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
                           "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                           "config": _config_record(config), "data": data},
                          path)
+    if stopped == "cap":
+        warnings.warn(f"training was cut after {state['epoch']} of {epochs} epochs by "
+                      f"{SECONDS_CAP_ENV}={config.max_seconds:g}: these weights depend on this machine's speed; "
+                      f"unset {SECONDS_CAP_ENV} to train the profile's epochs", stacklevel=2)
     model.load_state_dict(state["best_model"])
     model.eval()
     return TrainResult(pd.DataFrame(state["history"]), state["best_epoch"], state["best_metric"],
-                       config.metric, stopped)
+                       config.metric, stopped, epochs)
 
 
 def plot_history(result: TrainResult, ax=None):

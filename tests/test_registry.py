@@ -23,7 +23,7 @@ from helpers.split import leave_one_out
 
 N_ITEMS = 24
 TINY = get_profile("ci", epochs=2, hidden=8, n_layers=1, n_heads=2, max_len=6, batch_size=16,
-                   eval_batch_size=64, dropout=0.1, train_seconds=None)
+                   eval_batch_size=64, dropout=0.1, max_steps=None)
 NEURAL = [n for n in registry.names() if registry.MODELS[n].neural]
 
 
@@ -136,6 +136,29 @@ def test_cache_hit_skips_training_and_gives_the_same_scores(tiny_split, model_ca
     assert torch.equal(first.score(x), second.score(x))
     pd.testing.assert_frame_equal(first.train_result.history, second.train_result.history)
     assert second.train_result.best_epoch == first.train_result.best_epoch
+
+
+def test_every_fit_prints_its_training_record_and_the_cache_keeps_it(tiny_split, model_cache, capsys):
+    first = registry.fit("sasrec", tiny_split, TINY)
+    trained = capsys.readouterr().out
+    second = registry.fit("sasrec", tiny_split, TINY)
+    read = capsys.readouterr().out
+    record = first.train_result.describe()
+    assert f"sasrec: trained: {record}" in trained
+    assert f"sasrec: read from the model cache: {record}" in read  # epochs, best epoch, metric, seconds, why
+    assert second.train_result.planned == first.train_result.planned == TINY.epochs
+    assert second.train_result.stopped == first.train_result.stopped
+
+
+def test_a_model_cut_by_the_seconds_cap_is_never_read_without_it(tiny_split, model_cache, monkeypatch):
+    monkeypatch.setenv(registry.train.SECONDS_CAP_ENV, "1e-9")
+    with pytest.warns(UserWarning, match="machine's speed"):
+        capped = registry.fit("sasrec", tiny_split, TINY, progress=False)
+    assert capped.train_result.stopped == "cap" and len(capped.train_result.history) == 1
+    monkeypatch.delenv(registry.train.SECONDS_CAP_ENV)
+    full = registry.fit("sasrec", tiny_split, TINY, progress=False)  # trained, not the capped entry
+    assert full.train_result.stopped != "cap" and len(full.train_result.history) == TINY.epochs
+    assert len(list(model_cache.glob("sasrec-*.pt"))) == 2
 
 
 def test_corrupt_entry_is_retrained_not_trusted(tiny_split, model_cache):

@@ -1,6 +1,7 @@
 """The training loop: windows, batches, losses, schedule, early stopping, checkpoints."""
 
 import math
+import time
 
 import numpy as np
 import pandas as pd
@@ -151,15 +152,71 @@ def test_cpu_bf16_autocast_runs_and_plot(tmp_path):
     assert ax.get_xlabel() == "epoch"
 
 
-def test_time_budget_stops_after_one_batch_and_keeps_a_validated_model():
+def test_seconds_cap_stops_after_one_batch_warns_and_keeps_a_validated_model():
     split = successor_split()
     model = tiny_sasrec()
-    config = TrainConfig(epochs=50, batch_size=8, max_len=8, max_seconds=0.0, patience=50)
-    result = train(model, split, config, progress=False)
-    assert result.stopped == "budget"
+    config = TrainConfig(epochs=50, batch_size=8, max_len=8, max_seconds=1e-9, patience=50)
+    with pytest.warns(UserWarning, match="COURSE_MAX_TRAIN_SECONDS.*machine's speed"):
+        result = train(model, split, config, progress=False)
+    assert result.stopped == "cap" and result.planned == 50
     assert len(result.history) == 1 and result.best_epoch == 1
     assert not np.isnan(result.history["valid_ndcg@10"].iloc[0])
     assert result.history["loss"].iloc[0] > 0
+    assert "CUT by the COURSE_MAX_TRAIN_SECONDS cap" in result.describe()
+
+
+class SlowBatches:
+    """The default batches with a delay before each one: a busy or slow machine."""
+
+    def __init__(self, batches, delay):
+        self.batches, self.delay = batches, delay
+
+    def __len__(self):
+        return len(self.batches)
+
+    def epoch(self, generator):
+        for batch in self.batches.epoch(generator):
+            time.sleep(self.delay)
+            yield batch
+
+
+def test_a_slow_machine_trains_the_same_weights_bit_for_bit():
+    split = successor_split()
+    config = TrainConfig(epochs=6, max_steps=20, batch_size=8, max_len=8, patience=50, seed=3)
+    steps = len(train_module.causal_batches(split.train, config))
+    assert config.planned_epochs(steps) < config.epochs  # the step cap, not `epochs`, ends this run
+    fast, slow = tiny_sasrec(), tiny_sasrec()
+    a = train(fast, split, config, progress=False)
+    b = train(slow, split, config, progress=False,
+              make_batches=lambda seqs, c: SlowBatches(train_module.causal_batches(seqs, c), 0.02))
+    assert len(a.history) == len(b.history) == config.planned_epochs(steps) == a.planned
+    assert b.history["seconds"].sum() > a.history["seconds"].sum()  # the delay was real
+    for (name, x), y in zip(fast.state_dict().items(), slow.state_dict().values()):
+        assert torch.equal(x, y), name
+    pd.testing.assert_frame_equal(a.history.drop(columns="seconds"), b.history.drop(columns="seconds"))
+
+
+def test_planned_epochs_are_the_whole_epochs_that_fit_in_the_step_cap():
+    assert TrainConfig(epochs=20, max_steps=900).planned_epochs(88) == 10  # Beauty-sized epochs
+    assert TrainConfig(epochs=20, max_steps=900).planned_epochs(10) == 20  # small epochs: `epochs` binds
+    assert TrainConfig(epochs=20, max_steps=50).planned_epochs(88) == 1  # never zero epochs
+    assert TrainConfig(epochs=20).planned_epochs(10_000) == 20
+    with pytest.raises(ValueError, match="max_steps"):
+        train(tiny_sasrec(), successor_split(), TrainConfig(max_steps=0), progress=False)
+
+
+def test_the_seconds_cap_comes_from_the_environment(monkeypatch):
+    from helpers.profile import get_profile
+
+    monkeypatch.delenv(train_module.SECONDS_CAP_ENV, raising=False)
+    assert TrainConfig.from_profile(get_profile("cpu")).max_seconds is None
+    assert TrainConfig.from_profile(get_profile("cpu")).max_steps == get_profile("cpu").max_steps
+    monkeypatch.setenv(train_module.SECONDS_CAP_ENV, " 90 ")
+    assert TrainConfig.from_profile(get_profile("cpu")).max_seconds == 90.0
+    for bad in ("ten", "0", "-5", "nan"):
+        monkeypatch.setenv(train_module.SECONDS_CAP_ENV, bad)
+        with pytest.raises(ValueError, match="COURSE_MAX_TRAIN_SECONDS"):
+            train_module.seconds_cap()
 
 
 def test_patience_is_reported_as_the_reason_to_stop():
