@@ -32,9 +32,9 @@ from helpers.profile import PROFILES, Profile, get_profile
 
 RESULTS_ENV = "COURSE_RESULTS_DIR"
 
-# What setup() says about run time before this machine has timed the notebook itself (record()
-# stores the seconds since setup; the next setup() prints them instead). Only ci's is a budget the
-# tests hold (90 s a notebook); the others are orders of magnitude, not measurements.
+# What setup() says about run time where no reference run of the notebook was recorded
+# (reference_times.json) for the profile; only ci's is a budget the tests hold (90 s a notebook).
+REFERENCE_TIMES = Path(__file__).with_name("reference_times.json")
 ROUGH_TIME = {
     "ci": "about a minute (a smoke test: the numbers mean little)",
     "cpu": "minutes to tens of minutes on a laptop CPU, depending on the notebook",
@@ -95,9 +95,10 @@ def summary(session: Session) -> str:
     p = session.profile
     users = "all users" if p.max_users is None else f"{p.max_users} users each"
     seconds = _last_run_seconds(session.notebook, p.name)
-    took = (f"the last {p.name} run of this notebook here took {seconds / 60:.1f} min"
-            if seconds is not None else f"expect {ROUGH_TIME.get(p.name, 'no estimate for this profile')}")
-    budget = f", at most {p.train_seconds / 60:.0f} min each" if p.train_seconds else ""
+    took = expected_time(session.notebook, p.name)
+    if seconds is not None:
+        took += f"; the last {p.name} run of this notebook here took {seconds / 60:.1f} min"
+    budget = f", at most the whole epochs that fit in {p.max_steps} steps" if p.max_steps else ""
     others = " or ".join(f"%env {PROFILE_ENV}={name}" for name in PROFILES if name != p.name)
     return "\n".join([
         f"notebook {session.notebook} | profile {p.name} | device {session.device} "
@@ -109,6 +110,23 @@ def summary(session: Session) -> str:
         f"another profile: run {others} in a cell (or set {PROFILE_ENV} before starting), "
         "then rerun this cell",
     ])
+
+
+def reference_minutes(notebook: str) -> dict[str, float]:
+    """Minutes ``notebook`` took in each profile's recorded reference run (profiles without one left out)."""
+    runs = json.loads(REFERENCE_TIMES.read_text())["runs"] if REFERENCE_TIMES.is_file() else {}
+    return {name: run["seconds"][notebook] / 60 for name, run in runs.items() if notebook in run["seconds"]}
+
+
+def expected_time(notebook: str, profile: str) -> str:
+    """What setup() says about run time: this profile's reference minutes and the other profiles'."""
+    minutes = reference_minutes(notebook)
+    if profile not in minutes:
+        return f"expect {ROUGH_TIME.get(profile, 'no estimate for this profile')}"
+    runs = json.loads(REFERENCE_TIMES.read_text())["runs"]
+    others = ", ".join(f"{name} {m:.1f}" for name, m in minutes.items() if name != profile)
+    return (f"about {minutes[profile]:.1f} min (reference run: {runs[profile]['machine']}, commit "
+            f"{runs[profile]['commit']})" + (f"; other profiles, min: {others}" if others else ""))
 
 
 def results_dir() -> Path:

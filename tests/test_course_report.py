@@ -48,3 +48,35 @@ def test_figures_reach_the_pages_even_when_the_caller_set_a_headless_backend(tmp
     assert not error
     outputs = nbformat.read(tmp_path / "out" / "01_plot.ipynb", as_version=4).cells[0].outputs
     assert any("image/png" in o.get("data", {}) for o in outputs)
+
+
+def test_reference_run_is_stored_per_profile_and_printed_by_setup(tmp_path, monkeypatch, capsys):
+    from helpers import course
+
+    reference = tmp_path / "reference_times.json"
+    reference.write_text(json.dumps({"runs": {"cpu": {"commit": "abc", "machine": "m",
+                                                      "seconds": {"01_good": 300, "09_other": 60}}}}))
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("COURSE_PROFILE", "ci")
+    good = write_notebook(tmp_path / "01_good.ipynb", "print('hello')")
+    assert course_report.main([str(good), "--build", str(tmp_path / "build"), "--reference", str(reference),
+                               "--machine", "a quiet test machine"]) == 0
+    runs = json.loads(reference.read_text())["runs"]
+    assert runs["cpu"]["seconds"]["01_good"] == 300  # the other profile's run is kept
+    assert runs["ci"]["machine"] == "a quiet test machine" and runs["ci"]["seconds"]["01_good"] > 0
+    monkeypatch.setattr(course, "REFERENCE_TIMES", reference)
+    assert set(course.reference_minutes("01_good")) == {"ci", "cpu"}
+    capsys.readouterr()
+    course.setup("01_good", profile="cpu")
+    out = capsys.readouterr().out
+    assert "about 5.0 min (reference run: m, commit abc); other profiles, min: ci " in out
+    course.setup("03_never_run", profile="cpu")
+    assert course.ROUGH_TIME["cpu"] in capsys.readouterr().out
+
+
+def test_the_shipped_reference_times_cover_every_notebook_on_cpu():
+    from helpers import course
+
+    notebooks = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    missing = [nb for nb in notebooks if "cpu" not in course.reference_minutes(nb)]
+    assert not missing, f"no cpu reference time for {missing}: run make course with --reference"

@@ -10,6 +10,9 @@ seconds per notebook, whether it ran) and ``BUILD/html/index.html``: one row per
 with a link to its page, its seconds, and the numbers it recorded with ``course.record``
 (``results/<profile>/<notebook>.json``). A notebook that fails is reported and the others
 still run; the exit status is then 1. The profile is ``$COURSE_PROFILE``'s.
+``--reference helpers/reference_times.json`` also stores the seconds as the profile's
+reference run (with the commit and the machine), which every notebook's first cell prints as
+the time to expect.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import html
 import json
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -92,12 +96,30 @@ def index_page(rows: list[dict], profile: str) -> str:
     return "\n".join(parts)
 
 
+def write_reference(path: Path, profile: str, seconds: dict[str, float], machine: str | None) -> None:
+    """Store ``seconds`` as ``profile``'s reference run in ``path`` (its other profiles kept), atomically."""
+    runs = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=path.resolve().parent).stdout.strip() or "unknown"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    old = runs["runs"].get(profile, {}).get("seconds", {})
+    runs["runs"][profile] = {"commit": commit, "machine": machine or f"{os.cpu_count()} CPU cores, load {load} at the end",
+                             "seconds": {**old, **seconds}}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(runs, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="+", type=Path)
     parser.add_argument("--build", type=Path, default=Path("build"), help="output folder (default build/)")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds one cell may take")
     parser.add_argument("--mathjax-url", default=None, help="MathJax address for the HTML pages")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="also store the seconds as this profile's reference run in this JSON file "
+                             "(helpers/reference_times.json: what setup() prints as the expected time)")
+    parser.add_argument("--machine", default=None, help="with --reference: the machine and cache state, in words")
     args = parser.parse_args(argv)
     profile = get_profile().name
     out_dir, html_dir = args.build / "notebooks", args.build / "html"
@@ -115,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                "notebooks": {r["notebook"]: {"seconds": r["seconds"], "ok": not r["error"]} for r in rows}}
     (args.build / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     (html_dir / "index.html").write_text(index_page(rows, profile), encoding="utf-8")
+    if args.reference is not None and not any(r["error"] for r in rows):
+        write_reference(args.reference, profile, {r["notebook"]: r["seconds"] for r in rows}, args.machine)
     print(f"total {timings['total_seconds'] / 60:.1f} min; timings in {args.build / 'timings.json'}, "
           f"pages from {html_dir / 'index.html'}")
     return 1 if any(r["error"] for r in rows) else 0
