@@ -245,11 +245,19 @@ class LoadReport:
     statuses: np.ndarray  # (N,) HTTP status, 0 = no answer (connection error, timeout)
     seconds: float  # wall time of the whole test
     concurrency: int
+    answers: list | None = None  # (N,) each answer's JSON (None: no answer), when asked for
+
+    def mismatches(self, expected: Sequence) -> int:
+        """How many answers differ from ``expected`` (e.g. the same bodies sent one at a time)."""
+        if self.answers is None:
+            raise ValueError("run load_test(..., keep_answers=True) to compare answers")
+        return sum(a != e for a, e in zip(self.answers, expected, strict=True))
 
     def summary(self) -> dict[str, float]:
         ok = self.statuses == 200
         lat = self.latencies_ms[ok] if ok.any() else np.array([np.nan])
-        return {"requests": len(self.statuses), "errors": int((~ok).sum()), "concurrency": self.concurrency,
+        return {"requests": len(self.statuses), "errors": int((~ok).sum()),
+                "5xx": int((self.statuses >= 500).sum()), "concurrency": self.concurrency,
                 "throughput /s": len(self.statuses) / self.seconds,
                 "p50 ms": float(np.percentile(lat, 50)), "p95 ms": float(np.percentile(lat, 95)),
                 "p99 ms": float(np.percentile(lat, 99)),
@@ -262,14 +270,16 @@ def _server_timing(response: httpx.Response) -> float:
 
 
 async def load_test(client: httpx.AsyncClient, bodies: Sequence[dict], concurrency: int = 100,
-                    timeout: float = 30.0) -> LoadReport:
+                    timeout: float = 30.0, keep_answers: bool = False) -> LoadReport:
     """POST every body to ``/recommend`` with at most ``concurrency`` requests in flight.
 
     Nothing is dropped: every body is sent once, and a failure is counted, not retried.
+    ``keep_answers`` keeps each answer's JSON in ``LoadReport.answers``.
     """
     gate = asyncio.Semaphore(concurrency)
     n = len(bodies)
     latencies, model_ms, statuses = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, dtype=np.int64)
+    answers: list | None = [None] * n if keep_answers else None
 
     async def one(i: int) -> None:
         async with gate:
@@ -280,10 +290,12 @@ async def load_test(client: httpx.AsyncClient, bodies: Sequence[dict], concurren
                 return
             latencies[i] = (time.perf_counter() - start) * 1e3
             statuses[i], model_ms[i] = response.status_code, _server_timing(response)
+            if answers is not None:
+                answers[i] = response.json() if response.status_code == 200 else None
 
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
-    return LoadReport(latencies, model_ms, statuses, time.perf_counter() - start, concurrency)
+    return LoadReport(latencies, model_ms, statuses, time.perf_counter() - start, concurrency, answers)
 
 
 def free_port() -> int:
