@@ -14,7 +14,7 @@ BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test lab freeze clean
+.PHONY: setup course test lab freeze clean student
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ course: $(STAMP)
 test: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q tests
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks
+
+# The learner's edition: every notebook without its solutions (checked exercises stubbed, open
+# experiments' solutions removed), written to build/student/. Standard library only: no .venv needed.
+student:
+	$(PYTHON) tools/make_student.py --out build/student $(NOTEBOOKS)
 
 # Jupyter refuses to start as root (Docker, WSL, cloud VMs) unless told to.
 USER_ID ?= $(shell id -u)
