@@ -175,10 +175,13 @@ class MBBatches:
 
 
 def loss_on(model: MBSASRec, batches: MBBatches) -> float:
-    """Mean loss over every batch of ``batches`` (no dropout, no gradient)."""
+    """Mean loss over every batch of ``batches`` (no dropout, no gradient). The sampled item
+    loss draws the same negatives at every call (a fixed seed in a forked RNG), so epochs
+    are compared on equal terms."""
     model.eval()
     device, total, n = next(model.parameters()).device, 0.0, 0
-    with torch.no_grad():
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
         for batch in batches.epoch(torch.Generator().manual_seed(0)):
             x, bx, y, by = (t.to(device) for t in batch)
             k = int((y != IGNORE).sum())
