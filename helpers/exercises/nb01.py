@@ -19,7 +19,8 @@ def _log(rows: list[tuple[int, int, int]]) -> pd.DataFrame:
 
 def _as_dict(got, case: str) -> dict:
     if not isinstance(got, dict):
-        raise Failed(f"for {case}: expected a dict {{user_id: [items...]}}, got {type(got).__name__}")
+        raise Failed(f"for {case}: expected a dict {{user_id: [items...]}}, got {type(got).__name__}. "
+                     "Hint: return {user_id: list of items}, one entry per user")
     return {int(u): [int(i) for i in items] for u, items in got.items()}
 
 
@@ -88,7 +89,7 @@ def _k_core(fn):
     for case, log, k, hint in cases:
         got = attempt(fn, log.copy(), k, case=case + f", k={k}")
         if not isinstance(got, pd.DataFrame):
-            raise Failed(f"for {case}: expected a DataFrame, got {type(got).__name__}")
+            raise Failed(f"for {case}: expected a DataFrame, got {type(got).__name__}. Hint: return the kept rows of log")
         want, _ = preprocess.k_core(log, k, k)
         pairs = sorted(zip(got.user_id.tolist(), got.item_id.tolist()))
         expect(str(pairs), str(sorted(zip(want.user_id.tolist(), want.item_id.tolist()))),

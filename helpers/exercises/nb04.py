@@ -26,7 +26,7 @@ def _rule(fn):
     got = attempt(fn, items.clone(), chosen.clone(), n_items, torch.Generator().manual_seed(1), case=case)
     if not isinstance(got, torch.Tensor) or got.shape != items.shape:
         raise Failed(f"for {case}: expected input_ids, a tensor of shape {tuple(items.shape)}, "
-                     f"got {getattr(got, 'shape', type(got).__name__)}")
+                     f"got {getattr(got, 'shape', type(got).__name__)}. Hint: return the model's input, shaped like items")
     expect(got[~chosen], items[~chosen], case=case + ", the positions NOT chosen",
            hint="only the chosen positions change; every other position (PAD included) keeps its id")
     picked, original = got[chosen], items[chosen]

@@ -44,7 +44,7 @@ def _paired_bootstrap(fn):
     try:
         low, high = (float(v) for v in got)
     except Exception:
-        raise Failed(f"for {case}: expected a pair (low, high), got {show(got)}") from None
+        raise Failed(f"for {case}: expected a pair (low, high), got {show(got)}. Hint: return (low, high)") from None
     ref_low, ref_high = metrics.bootstrap_ci(a - b, n_resamples=20000, seed=1)
     diff, width, ref_width = float(np.mean(a - b)), high - low, ref_high - ref_low
     require(low <= diff <= high, case=case, got=(round(low, 5), round(high, 5)),

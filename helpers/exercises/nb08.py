@@ -53,9 +53,10 @@ def _quantize(fn):
         try:
             q, scale = got
         except Exception:
-            raise Failed(f"for {case}: expected a pair (q, scale), got {type(got).__name__}") from None
+            raise Failed(f"for {case}: expected a pair (q, scale), got {type(got).__name__}. Hint: return (q, scale)") from None
         if not isinstance(q, torch.Tensor) or q.dtype != torch.int8:
-            raise Failed(f"for {case}: q should be a torch.int8 tensor, got {getattr(q, 'dtype', type(q).__name__)}")
+            raise Failed(f"for {case}: q should be a torch.int8 tensor, got {getattr(q, 'dtype', type(q).__name__)}. "
+                         "Hint: round, then cast with .to(torch.int8)")
         if torch.as_tensor(scale).numel() == 1:
             raise Failed(f"for {case}: got a single scale. Hint: one scale per row, not one for the whole matrix: "
                          "shape (V, 1), each max |row| / 127")

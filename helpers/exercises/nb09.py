@@ -55,7 +55,8 @@ def _dp_gradient(fn):
         case = f"10 zero gradients of 20000 coordinates, C={C}, sigma={sigma}: the output is pure noise"
         got = attempt(fn, zeros.clone(), C, sigma, torch.Generator().manual_seed(2), case=case)
         if not isinstance(got, torch.Tensor) or got.shape != (20000,):
-            raise Failed(f"for {case}: expected a (20000,) tensor, got {getattr(got, 'shape', type(got).__name__)}")
+            raise Failed(f"for {case}: expected a (20000,) tensor, got {getattr(got, 'shape', type(got).__name__)}. "
+                         "Hint: one averaged gradient of D coordinates")
         std = got.float().std().item()
         require(abs(std / (sigma * C / 10) - 1) < 0.05, case=case + ", the standard deviation of the output",
                 got=round(std, 4), hint="the noise N(0, (sigma * C)^2) is added once to the SUM of the clipped "
