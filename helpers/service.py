@@ -99,9 +99,9 @@ class ItemInfo(BaseModel):
 
 
 class BadRequest(Exception):
-    """A request refused before validation: ``status`` and a message that says why."""
+    """A request refused: ``status`` and a body whose ``detail`` says why (a message or per-field errors)."""
 
-    def __init__(self, status: int, message: str, **extra: Any):
+    def __init__(self, status: int, message: str | list[dict], **extra: Any):
         super().__init__(message)
         self.status, self.body = status, {"detail": message, **extra}
 

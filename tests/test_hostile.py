@@ -74,7 +74,6 @@ def test_1_nan_and_infinity_literals_get_a_422_naming_the_field(client, text, fi
 def test_2_unicode_digits_are_titles_not_numbers(client, entry):
     body = client.post("/recommend", json={"history": [entry[:300]]})
     assert_names(body, 422, "unknown")  # "٥٠" and "５０" are not item 50
-    assert client.get("/recommend").status_code == 405
     assert client.post("/recommend", json={"history": ["50"]}).json()["history"] == [50]  # ASCII digits are
 
 
