@@ -8,7 +8,8 @@ copies where
   so the check under it reports "not done yet" and ``Run all`` goes on;
 - the open experiments' solution cells (code cells that start with ``# Solution``) are dropped;
 - ``<details><summary>Solution ...</summary> ... </details>`` blocks are dropped from the
-  markdown (hints stay), and a markdown cell left empty is dropped.
+  markdown (hints stay), and a markdown cell left empty is dropped; "Each solution below is
+  hidden" becomes a line saying where the solutions are.
 
 Every other cell is copied as it is, so the learner's edition runs top to bottom exactly as the
 course does.
@@ -33,6 +34,8 @@ BEGIN, END = "# BEGIN SOLUTION", "# END SOLUTION"
 SOLUTION_CELL = re.compile(r"\s*# Solution\b")
 DETAILS = re.compile(r"\n?<details>\s*<summary>\s*Solution.*?</details>\n?", re.S)
 STUB = 'raise NotImplementedError("write this function, run this cell, then run the check below")'
+HIDDEN_NOTE = "Each solution below is hidden: try first, then open it and run the cell under it."
+STUDENT_NOTE = "This edition has no solutions; the course's own notebooks (in `notebooks/`) have them."
 
 
 def stub_solution(source: str) -> str:
@@ -57,6 +60,13 @@ def stub_solution(source: str) -> str:
     return "".join(out).rstrip("\n")
 
 
+def retell(markdown: str) -> str:
+    """``markdown`` without its ``<details>`` solutions, and saying that this edition has none."""
+    if "<summary>" in markdown:
+        markdown = DETAILS.sub("\n", markdown).strip("\n")
+    return markdown.replace(HIDDEN_NOTE, STUDENT_NOTE)
+
+
 def is_solution_cell(cell: dict) -> bool:
     """An open experiment's solution: a code cell whose first line is ``# Solution``."""
     return cell["cell_type"] == "code" and bool(SOLUTION_CELL.match("".join(cell["source"])))
@@ -74,8 +84,8 @@ def student_edition(nb: dict) -> dict:
             if "solution" not in cell["metadata"].get("tags", []):
                 raise ValueError(f"a cell with {BEGIN} must be tagged 'solution':\n{source[:200]}")
             source = stub_solution(source)
-        elif cell["cell_type"] == "markdown" and "<summary>" in source:
-            source = DETAILS.sub("\n", source).strip("\n")
+        elif cell["cell_type"] == "markdown":
+            source = retell(source)
             if not source.strip():
                 continue
         if source != original:
