@@ -75,7 +75,8 @@ class UnknownItems(RecommendError):
 
     def __init__(self, items: list):
         self.items = items
-        shown = ", ".join(short_repr(i) for i in items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
+        more = f" and {len(items) - 10} more" if len(items) > 10 else ""
+        shown = ", ".join(short_repr(i) for i in items[:10]) + more
         super().__init__(f"unknown item(s), not in the catalogue: [{shown}]")
 
 

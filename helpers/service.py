@@ -151,7 +151,8 @@ def validation_errors(error: ValidationError) -> list[dict]:
         loc = tuple(e["loc"][:1]) + tuple(p for p in e["loc"][1:2] if isinstance(p, int))
         value = e.get("input")
         msg = f"{value.text} is not allowed" if isinstance(value, _Refused) else e["msg"]
-        entry = merged.setdefault(loc, {"loc": list(loc), "msg": [], "allowed": ALLOWED.get(str(loc[0]) if loc else "")})
+        allowed = ALLOWED.get(str(loc[0])) if loc else None
+        entry = merged.setdefault(loc, {"loc": list(loc), "msg": [], "allowed": allowed})
         if msg not in entry["msg"]:
             entry["msg"].append(msg)
         if e["type"] != "missing" and not isinstance(value, dict):
