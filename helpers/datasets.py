@@ -13,6 +13,10 @@
 
 MovieLens forbids redistribution, so the project never commits the files: each user
 downloads them from GroupLens (or points ``COURSE_DATA_DIR`` at a copy).
+
+In a dry run (``COURSE_DRY_RUN``, see :mod:`helpers.profile`) ``ml-1m`` is served by
+``ml-1m-dryrun``: a small file in ML-1M's exact format, written by this module (no
+download), pinned by sha256 and read by the real ML-1M loader.
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ import tempfile
 import time
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pooch
 import requests
+
+from helpers.profile import dry_run
 
 DATA_ENV = "COURSE_DATA_DIR"
 CACHE_ENV = "COURSE_CACHE_DIR"
@@ -71,6 +78,7 @@ class DatasetSpec:
     archive_sha256: str | None = None  # sha256 of the zip, checked before extracting
     licence: str = ""
     homepage: str = ""
+    make: Callable[[Path], None] | None = None  # writes the files into a folder instead of a download
 
     def __post_init__(self) -> None:
         if not self.name or self.name.strip(".") == "" or any(c in self.name for c in "/\\:"):
@@ -147,6 +155,43 @@ register(DatasetSpec(
     archive_sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
     licence=_MOVIELENS_LICENCE, homepage="https://grouplens.org/datasets/movielens/1m/"))
 
+
+def write_ml1m_sample(folder: Path, n_users: int = 60, n_movies: int = 600) -> None:
+    """Write ``ml-1m-dryrun/ratings.dat`` and ``movies.dat`` into ``folder``: ML-1M's format
+    (``::``-separated, latin-1 titles with a year, ``|``-joined genres, unix seconds, at least 20
+    distinct movies per user) at toy size. Some users pass 200 ratings, so a 200-item window is
+    cut as on the real file. Every value comes from sha256 of its position, so the bytes (and
+    the pinned hashes) never depend on a library's random generator."""
+    def draw(*key) -> float:  # uniform in [0, 1), the same on every machine and version
+        return int.from_bytes(hashlib.sha256(repr(key).encode()).digest()[:8], "big") / 2**64
+
+    root = Path(folder) / "ml-1m-dryrun"
+    root.mkdir(parents=True, exist_ok=True)
+    genres = ("Action", "Animation", "Children's", "Comedy", "Drama", "Film-Noir", "Sci-Fi", "Thriller")
+    with open(root / "movies.dat", "w", encoding="latin-1", newline="\n") as f:
+        for m in range(1, n_movies + 1):
+            name = "Am\xe9lie" if m == 7 else f"Movie {m}"  # one title outside ASCII, as in ML-1M
+            kinds = sorted({genres[int(draw("g", m, j) * len(genres))] for j in range(1 + m % 3)})
+            f.write(f"{m * 3}::{name} ({1930 + m % 70})::{'|'.join(kinds)}\n")  # ids with gaps
+    with open(root / "ratings.dat", "w", encoding="latin-1", newline="\n") as f:
+        for u in range(1, n_users + 1):
+            seen, t = set(), 956_703_932 + u * 86_400  # ML-1M starts in April 2000
+            for k in range(30 + (u * 37) % 400):
+                movie = 1 + int(n_movies * draw("m", u, k) ** 1.5)  # a long tail of rare movies
+                if movie in seen:
+                    continue
+                seen.add(movie)
+                t += int(draw("t", u, k) * 600) if k % 5 else 0  # some ratings share a second
+                f.write(f"{u}::{movie * 3}::{1 + int(draw('r', u, k) * 5)}::{t}\n")
+
+
+register(DatasetSpec(
+    "ml-1m-dryrun", "a toy file in ML-1M's format that a dry run (COURSE_DRY_RUN) reads as ml-1m",
+    (), {"ml-1m-dryrun/ratings.dat": "5fa37382de05d6c42d597c6057f508fb5a2a7b42553163c85b0659a7fe084466",
+         "ml-1m-dryrun/movies.dat": "21651ca72c1f8cbebf97450d7f0d98abaa80f404092faf34c56893f1a0679a23"},
+    kind="ml-1m", make=write_ml1m_sample, licence="synthetic, written by helpers.datasets"))
+DRY_RUN_STANDINS = {"ml-1m": "ml-1m-dryrun"}  # what a dry run reads instead of a large download
+
 register(sequence_dataset(
     "beauty", "https://raw.githubusercontent.com/RUCAIBox/CIKM2020-S3Rec/master/data/Beauty.txt",
     "226cce9c3105299ca0db9615d7d3fb32b3175e90da43100ae352599f0f0107b8", path="amazon/Beauty.txt",
@@ -194,7 +239,10 @@ for _name, _url, _path, _sha, _what, _licence, _home in (
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The registered spec for ``name``; an :class:`UnknownDataset` error lists the known names."""
+    """The registered spec for ``name`` (in a dry run, its stand-in in :data:`DRY_RUN_STANDINS`);
+    an :class:`UnknownDataset` error lists the known names."""
+    if dry_run():
+        name = DRY_RUN_STANDINS.get(name, name)
     try:
         return DATASETS[name]
     except KeyError:
@@ -347,6 +395,9 @@ def _download(spec: DatasetSpec, cache: Path, local: list[Path]) -> Path:
 
 def _download_and_extract(spec: DatasetSpec, tmp: Path, local: list[Path]) -> Path:
     """Download into ``tmp``; return the folder that holds the files under their relative paths."""
+    if spec.make is not None:  # written here, then checked and moved like a download
+        spec.make(tmp / "files")
+        return tmp / "files"
     if spec.archive is None:
         (rel,) = spec.files
         target, known_hash = tmp / "files" / rel, spec.files[rel]

@@ -8,6 +8,12 @@ The profile is read from the environment variable ``COURSE_PROFILE``:
   ``COURSE_PROFILE`` is not set.
 
 Notebooks never hard-code a size; they read ``profile.epochs`` and friends.
+
+``COURSE_DRY_RUN=1`` turns any profile into its dry run (:func:`dry_run_of`): every
+setting that decides which code runs stays (window, width, layers, data sets, text
+length, evaluation batch, mixed precision), every setting that only decides how long it
+runs (users, epochs, steps, repeats) is cut to the bone. ``COURSE_PROFILE=gpu
+COURSE_DRY_RUN=1`` runs the ``gpu`` code paths on a CPU in seconds; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 from dataclasses import dataclass
 
 ENV_VAR = "COURSE_PROFILE"
+DRY_RUN_ENV = "COURSE_DRY_RUN"
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,8 @@ class Profile:
     dp_epsilons: tuple[float, ...] = (1.0, 8.0)  # privacy budgets of notebook 09's table (delta = 1/n)
     mb_epochs: int = 8  # epochs of each notebook-10 model (multi-behaviour), at most `epochs`
     mb_weights: tuple[float, ...] = (0.0, 0.5, 0.9, 1.0)  # behaviour-loss weights of notebook 10's joint table
+    amp: bool | None = None  # mixed precision in training; None = on CUDA only (bf16, else fp16 with a scaler)
+    dry_run: bool = False  # a dry run (COURSE_DRY_RUN): the code paths of `name`, cut to seconds
 
 
 PROFILES: dict[str, Profile] = {
@@ -99,6 +108,32 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+# What a dry run cuts: only sizes that decide how long a run takes, never which code runs. Kept
+# from the profile: max_len, hidden, n_layers, n_heads, datasets, text_max_tokens, eval_batch_size,
+# batch_size, the models compared, the number of online periods and privacy budgets (each is a
+# branch of a loop), and every None that means "all" (max_steps, valid_users, online_eval_events).
+# amp=True runs the autocast branch on a CPU (bfloat16; a T4's float16 and its gradient scaler are
+# tested in tests/test_gpu_path.py). compile_timing is off: torch.compile alone takes a minute on a CPU.
+DRY_RUN_CUTS = dict(
+    max_users=100, epochs=1, patience=1, n_bootstrap=20,
+    finetune_steps=2, finetune_batch_size=2, rerank_k=3, click_k=10, n_seeds=2,
+    explain_users=8, load_requests=16, load_concurrency=8, latency_repeats=5, compile_timing=False,
+    student_hidden=8, online_epochs=1, online_finetune_epochs=1, mia_epochs=2, dp_epochs=1,
+    dp_batch_size=20, mb_epochs=1, amp=True, dry_run=True,
+)
+
+
+def dry_run() -> bool:
+    """True when ``$COURSE_DRY_RUN`` is set to something other than ``0`` or empty."""
+    return os.environ.get(DRY_RUN_ENV, "").strip() not in ("", "0")
+
+
+def dry_run_of(profile: Profile) -> Profile:
+    """``profile`` with :data:`DRY_RUN_CUTS`: the same code paths in seconds (same ``name``, so
+    every ``profile.name == "gpu"`` branch runs; results go to a folder of their own)."""
+    return dataclasses.replace(profile, **DRY_RUN_CUTS)
+
+
 def _cuda_available() -> bool:
     try:
         import torch
@@ -120,7 +155,8 @@ def profile_name() -> str:
 
 
 def get_profile(name: str | None = None, **overrides) -> Profile:
-    """The named (or active) profile, with any field overridden by keyword.
+    """The named (or active) profile, with any field overridden by keyword; its dry run
+    (:func:`dry_run_of`) when ``$COURSE_DRY_RUN`` is set, the overrides applied after.
 
     >>> get_profile("ci", epochs=5).epochs
     5
@@ -131,5 +167,5 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     unknown = sorted(set(overrides).difference(f.name for f in dataclasses.fields(Profile)))
     if unknown:
         raise TypeError(f"Profile has no field(s) {unknown}; see helpers.profile.Profile")
-    profile = PROFILES[name]
+    profile = dry_run_of(PROFILES[name]) if dry_run() else PROFILES[name]
     return dataclasses.replace(profile, **overrides) if overrides else profile

@@ -16,6 +16,7 @@ Letters: B batch, T time, H hidden, V = n_items + 1 (PAD column included), N tar
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from helpers import distributed
+from helpers import budget, distributed
 from helpers.batches import Batches, CausalBatches, causal_batches, causal_windows
 from helpers.course import default_device, quiet, seed_everything
 from helpers.ids import IGNORE
@@ -71,12 +72,12 @@ class TrainConfig:
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
-        """The sizes a run profile sets (epochs, step cap, batch, lr, patience, max_len), and the
-        learner's seconds cap from ``$COURSE_MAX_TRAIN_SECONDS`` when it is set."""
+        """The sizes a run profile sets (epochs, step cap, batch, lr, patience, max_len, mixed
+        precision), and the learner's seconds cap from ``$COURSE_MAX_TRAIN_SECONDS`` when it is set."""
         return cls(**{"epochs": profile.epochs, "max_steps": profile.max_steps, "batch_size": profile.batch_size,
                       "lr": profile.lr, "patience": profile.patience, "max_len": profile.max_len,
                       "eval_batch_size": profile.eval_batch_size, "max_seconds": seconds_cap(),
-                      "valid_users": profile.valid_users, **overrides})
+                      "valid_users": profile.valid_users, "amp": profile.amp, **overrides})
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """The epochs a run trains at most: ``epochs``, cut to the whole epochs that fit in
@@ -159,14 +160,38 @@ def amp_dtype(amp: bool | None, device: torch.device) -> torch.dtype | None:
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    params, grad_clip: float | None) -> None:
-    """Backward (loss-scaled under fp16), clip the global gradient norm, step, update the scaler."""
+    """Backward (loss-scaled under fp16), clip the global gradient norm, step, update the scaler.
+
+    Under fp16 (``scaler`` enabled) a step whose gradients overflow is skipped and the scale
+    halved; the scale grows again after 2,000 clean steps (``torch.amp.GradScaler``). A CUDA
+    out-of-memory error in the backward pass becomes a :class:`helpers.budget.MemoryBudgetError`.
+    """
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    try:
+        scaler.scale(loss).backward()
+    except torch.cuda.OutOfMemoryError as e:
+        raise budget.out_of_memory(e, "a training step's backward pass") from e
     if grad_clip is not None:
         scaler.unscale_(optimizer)
         nn.utils.clip_grad_norm_(params, grad_clip)
     scaler.step(optimizer)
     scaler.update()
+
+
+def _fit_to_memory(model: nn.Module, n_items: int, config: TrainConfig, device: torch.device,
+                   amp: bool) -> TrainConfig:
+    """On a GPU: refuse a training batch that cannot fit its memory (:func:`helpers.budget.check_training`,
+    at most ``batch_size`` full windows) and cut the validation batch to one that fits (the
+    metrics do not depend on it). Unchanged on a CPU, or for a model without a Transformer's
+    config (hidden, max_len)."""
+    free = budget.device_budget(device)
+    model_config = getattr(model, "config", None)
+    if free is None or not all(hasattr(model_config, f) for f in ("hidden", "max_len")):
+        return config
+    shape = budget.Shape.of(model_config, max(n_items, getattr(model_config, "n_items", 0)))
+    budget.check_training(shape, config.batch_size * config.max_len, free, amp)
+    users = budget.largest_batch(lambda b: budget.eval_bytes(shape, b), config.eval_batch_size, free, "validation")
+    return dataclasses.replace(config, eval_batch_size=users)
 
 
 def _validate(model: nn.Module, eval_set: EvalSet, n_items: int, config: TrainConfig) -> dict:
@@ -315,6 +340,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, warmup, config.cosine))
     autocast = amp_dtype(config.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast == torch.float16)
+    config = _fit_to_memory(model, split.n_items, config, device, autocast is not None)
     state = {"epoch": 0, "history": [], "best_epoch": 0, "best_metric": float("-inf"),
              "bad_evals": 0, "best_model": copy.deepcopy(model.state_dict())}
     path = Path(config.checkpoint) if config.checkpoint else None
@@ -349,8 +375,11 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             if i % world != rank:  # another process's batch
                 continue
             input_ids, labels = input_ids.to(device), labels.to(device)
-            with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                _, loss = net(input_ids, labels)
+            try:
+                with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
+                    _, loss = net(input_ids, labels)
+            except torch.cuda.OutOfMemoryError as e:
+                raise budget.out_of_memory(e, f"a training batch of shape {tuple(input_ids.shape)}") from e
             value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(
