@@ -58,6 +58,17 @@ def load(seed: int = 0):
     return prepared, sp, texts
 
 
+def learning_rates(args) -> dict[str, float]:
+    """:data:`LR` with ``--lr MODE=VALUE`` overrides."""
+    rates = dict(LR)
+    for item in args.lr:
+        mode, _, value = item.partition("=")
+        if mode not in rates or not value:
+            raise SystemExit(f"--lr takes MODE=VALUE with MODE in {sorted(rates)}, got {item!r}")
+        rates[mode] = float(value)
+    return rates
+
+
 def task_data(args, prepared, sp, texts, tokenizer):
     """Tokenised train / valid / test sets of the 4a task and the number of classes."""
     df = prepared.interactions
@@ -89,22 +100,25 @@ def run_modes(args) -> pd.DataFrame:
     for mode in args.modes:
         model = finetune.prepare_model(args.model, n_labels, mode, top_layers=args.top_layers, lora_r=args.lora_r)
         trainable, total = finetune.trainable_parameters(model)
-        config = finetune.FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=LR[mode],
+        config = finetune.FinetuneConfig(steps=args.steps, batch_size=args.batch_size, lr=learning_rates(args)[mode],
                                          eval_every=args.eval_every, patience=args.patience,
                                          metric="macro_f1", seed=args.seed, max_seconds=args.budget)
         result = finetune.fit(model, sets["train"], sets["valid"], tokenizer, config, progress=args.progress)
         logits, y = finetune.predict(model, textdata.loader(sets["test"], tokenizer, config.eval_batch_size))
         test = finetune.scores(logits, y)
+        guess = np.full(len(y), np.bincount(labels["train"], minlength=n_labels).argmax())
+        gain = finetune.macro_f1_gain(logits.argmax(1), guess, y, n_labels, seed=args.seed)
         memory = result.peak_memory if result.peak_memory is not None else finetune.training_state_bytes(model)
         rows.append({"mode": mode, "trainable": trainable, "total": total, "trainable %": 100 * trainable / total,
                      "s/step": result.seconds_per_step, "steps": int(result.history["step"].iloc[-1]),
                      "memory MB": memory / 2**20, "best step": result.best_step,
                      "valid macro-F1": result.best_metric, "test accuracy": test["accuracy"],
-                     "test macro-F1": test["macro_f1"]})
+                     "test macro-F1": test["macro_f1"],
+                     "gain vs majority [95% CI]": f"{gain['gain']:+.3f} [{gain['lo']:+.3f}, {gain['hi']:+.3f}]"})
         curves[mode] = result.history.to_dict("list")
         print(pd.DataFrame(rows[-1:]).to_string(index=False), file=sys.stderr)
     columns = ["mode", "trainable", "total", "trainable %", "s/step", "steps", "memory MB", "best step",
-               "valid macro-F1", "test accuracy", "test macro-F1"]
+               "valid macro-F1", "test accuracy", "test macro-F1", "gain vs majority [95% CI]"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     table.attrs["curves"] = curves
     return table
@@ -159,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--budget", type=float, default=None, help="seconds of training per mode")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", nargs="*", default=[], metavar="MODE=VALUE", help="peak learning rate of a mode")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=128)

@@ -138,6 +138,34 @@ def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, n_labels: in
                                        zero_division=0))}
 
 
+def _macro_f1(pred: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
+    """Macro-F1 of each row of ``pred`` (R, N) against ``labels`` (R, N); an empty class scores 0
+    (as scikit-learn's ``zero_division=0``)."""
+    f1 = []
+    for c in range(n_labels):
+        tp = ((pred == c) & (labels == c)).sum(1)
+        fp = ((pred == c) & (labels != c)).sum(1)
+        fn = ((pred != c) & (labels == c)).sum(1)
+        f1.append(np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=(2 * tp + fp + fn) > 0))
+    return np.mean(f1, axis=0)
+
+
+def macro_f1_gain(pred: np.ndarray, baseline: np.ndarray, labels: np.ndarray, n_labels: int, *,
+                  level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Macro-F1 of ``pred`` minus that of ``baseline`` on the same examples, with a paired
+    bootstrap interval (examples resampled with replacement, both scored on each resample).
+
+    Macro-F1 is not a mean over examples, so the interval resamples the whole statistic.
+    ``pred``, ``baseline``, ``labels``: (N,) class ids. Returns gain, lo, hi.
+    """
+    pred, baseline, labels = (np.asarray(a) for a in (pred, baseline, labels))
+    rows = np.random.default_rng(seed).integers(0, len(labels), (n_resamples, len(labels)))  # (R, N)
+    gains = _macro_f1(pred[rows], labels[rows], n_labels) - _macro_f1(baseline[rows], labels[rows], n_labels)
+    point = _macro_f1(pred[None], labels[None], n_labels)[0] - _macro_f1(baseline[None], labels[None], n_labels)[0]
+    lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2])
+    return {"gain": float(point), "lo": float(lo), "hi": float(hi)}
+
+
 def confusion(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(C, C) counts: row = true class, column = predicted class."""
     return confusion_matrix(labels, logits.argmax(1), labels=np.arange(logits.shape[1]))

@@ -113,3 +113,21 @@ def test_training_state_bytes():
     assert finetune.training_state_bytes(net) == 8 * 4 * 4
     net.weight.requires_grad_(False)
     assert finetune.training_state_bytes(net) == 8 * 4 + 2 * 4 * 3
+
+
+def test_macro_f1_gain_agrees_with_scikit_learn_and_its_interval_reads_the_evidence():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 400)
+    good = np.where(rng.random(400) < 0.8, labels, rng.integers(0, 3, 400))  # right 80% of the time
+    majority = np.full(400, np.bincount(labels).argmax())
+    by_hand = (f1_score(labels, good, average="macro", labels=[0, 1, 2], zero_division=0)
+               - f1_score(labels, majority, average="macro", labels=[0, 1, 2], zero_division=0))
+    gain = finetune.macro_f1_gain(good, majority, labels, 3, n_resamples=300)
+    assert gain["gain"] == pytest.approx(by_hand)
+    assert 0 < gain["lo"] < gain["gain"] < gain["hi"]  # far above the majority class: the interval excludes 0
+    same = finetune.macro_f1_gain(majority, majority, labels, 3, n_resamples=300)
+    assert same == {"gain": 0.0, "lo": 0.0, "hi": 0.0}
+    noisy = finetune.macro_f1_gain(rng.integers(0, 3, 400), majority, labels, 3, n_resamples=300)
+    assert noisy["lo"] < noisy["gain"] < noisy["hi"]
