@@ -81,9 +81,11 @@ class MBSASRec(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_f = nn.LayerNorm(H)
         self.beh_head = nn.Linear(H, C)
-        for module in self.modules():
+        for module in self.modules():  # as SASRec: N(0, 0.02) weights, zero biases
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.item_emb.weight[PAD].zero_()
             self.beh_emb.weight[PAD].zero_()
@@ -93,9 +95,15 @@ class MBSASRec(nn.Module):
         return self.config.max_len
 
     def encode(self, input_ids: Tensor, behaviour_ids: Tensor) -> Tensor:
-        """(B, T) items and behaviours, left-padded -> (B, T, H) states."""
-        T = input_ids.shape[1]
-        pos = torch.arange(self.max_len - T, self.max_len, device=input_ids.device)  # (T,)
+        """(B, T) items and behaviours, left-padded -> (B, T, H) states.
+
+        Positions count from the window's first event (SASRec's count back from the last
+        column). Every merged RetailRocket sequence ends with a purchase, so with positions
+        counted from the end the last column would, in training, always precede a purchase,
+        and a model asked about any shorter history would answer "buy" from its position alone.
+        """
+        real = input_ids != PAD  # (B, T)
+        pos = (real.cumsum(1) - 1).clamp(0, self.max_len - 1)  # (B, T); 0 under PAD (never attended)
         x = self.item_emb(input_ids) * math.sqrt(self.config.hidden) + self.pos_emb(pos)
         if self.config.behaviours_in:
             x = x + self.beh_emb(behaviour_ids)
@@ -190,9 +198,10 @@ def loss_on(model: MBSASRec, batches: MBBatches) -> float:
 
 
 def fit(model: MBSASRec, train: MBBatches, valid: MBBatches, epochs: int, lr: float = 1e-3,
-        patience: int = 3, seed: int = 0) -> list[dict]:
-    """AdamW for up to ``epochs`` epochs; stop after ``patience`` epochs without a lower
-    validation loss; the model keeps its best epoch. Returns one log row per epoch."""
+        patience: int = 3, seed: int = 0, score=None) -> list[dict]:
+    """AdamW for up to ``epochs`` epochs; stop after ``patience`` epochs without a better
+    validation ``score(model)`` (higher is better; default: minus the validation loss); the
+    model keeps its best epoch. Returns one log row per epoch."""
     from helpers.course import default_device, seed_everything
     from helpers.train import optimizer_step
 
@@ -201,7 +210,7 @@ def fit(model: MBSASRec, train: MBBatches, valid: MBBatches, epochs: int, lr: fl
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device.type, enabled=False)
-    best, best_state, bad, log = math.inf, copy.deepcopy(model.state_dict()), 0, []
+    best, best_state, bad, log = -math.inf, copy.deepcopy(model.state_dict()), 0, []
     for epoch in range(1, epochs + 1):
         model.train()
         total = 0.0
@@ -211,9 +220,10 @@ def fit(model: MBSASRec, train: MBBatches, valid: MBBatches, epochs: int, lr: fl
             optimizer_step(loss, optimizer, scaler, model.parameters(), 1.0)
             total += loss.item()
         row = {"epoch": epoch, "loss": total / (i + 1), "valid_loss": loss_on(model, valid)}
+        row["valid_score"] = -row["valid_loss"] if score is None else float(score(model))
         log.append(row)
-        if row["valid_loss"] < best:
-            best, best_state, bad = row["valid_loss"], copy.deepcopy(model.state_dict()), 0
+        if row["valid_score"] > best:
+            best, best_state, bad = row["valid_score"], copy.deepcopy(model.state_dict()), 0
         else:
             bad += 1
             if bad >= patience:

@@ -259,3 +259,40 @@ def recency_scores(histories: list[np.ndarray], behaviours: list[np.ndarray], n_
                 out[i, items[at]] = 1 + rank + (1 + at) / (len(items) + 1)
         return torch.from_numpy(out)
     return scores
+
+
+# ---------------------------------------------------------------- MBHT's sampled protocol
+def static_negatives(eval_set: EvalSet, popular: np.ndarray, n_items: int, n: int = 100,
+                     seed: int = 0) -> np.ndarray:
+    """(N, n) negatives as MBHT's evaluation draws them (yuh-yang/MBHT-KDD22,
+    ``recbole/sampler/sampler.py``, ``_pop_sampling_static``): the *same* ``n`` most popular
+    items for every user, except that one the user has interacted with (history or target)
+    is replaced by a uniform draw that is not. ``popular``: item ids, most popular first."""
+    rng = np.random.default_rng(seed)
+    out = np.tile(np.asarray(popular[:n], dtype=np.int64), (len(eval_set), 1))
+    for row, (h, t) in enumerate(zip(eval_set.histories, eval_set.targets)):
+        used = set(np.asarray(h).tolist()) | {int(t)}
+        for j in np.flatnonzero([v in used for v in out[row]]):
+            while (v := int(rng.integers(1, n_items + 1))) in used:
+                pass
+            out[row, j] = v
+    return out
+
+
+def rank_against(scorer, eval_set: EvalSet, negatives: np.ndarray, max_len: int,
+                 ks: tuple[int, ...] = (5, 10)) -> dict[str, np.ndarray]:
+    """Per-user HR/NDCG/MRR of each target among its ``negatives`` (N, n), with the harness's
+    own tie rule (:func:`helpers.metrics.sampled_target_ranks`, expected rank under ties)."""
+    from helpers import metrics
+    from helpers.sequences import pad_left
+
+    greater, ties = [], []
+    for start in range(0, len(eval_set), 512):
+        stop = start + 512
+        with torch.no_grad():
+            scores = scorer.score(pad_left(eval_set.histories[start:stop], max_len)).float().cpu()  # (B, V)
+        tgt = torch.as_tensor(eval_set.targets[start:stop])
+        neg = torch.as_tensor(negatives[start:stop])
+        g, t = metrics.sampled_target_ranks(scores, tgt, neg, torch.ones_like(neg, dtype=torch.bool))
+        greater.append(g), ties.append(t)
+    return metrics.rank_metrics(torch.cat(greater), torch.cat(ties), ks)

@@ -179,3 +179,22 @@ def test_row_scorer_refuses_rows_out_of_order():
     scorer = mb.RowScorer(lambda rows: torch.zeros(len(rows), 5), histories, 4)
     with pytest.raises(ValueError, match="another order"):
         scorer.score(torch.tensor([[0, 0, 0, 3]]))
+
+
+def test_static_negatives_are_shared_except_where_the_user_has_the_item():
+    ev = mb.EvalSet(np.array([0, 1]), [np.array([2]), np.array([7])], np.array([3, 8]))
+    neg = mb.static_negatives(ev, np.array([1, 2, 3, 4]), n_items=20, n=4, seed=0)
+    assert neg[1].tolist() == [1, 2, 3, 4]  # nothing of user 1 among them: the fixed list as is
+    assert neg[0, 0] == 1 and neg[0, 3] == 4 and not {2, 3} & set(neg[0].tolist())
+
+
+def test_rank_against_counts_ties_at_their_expected_value():
+    ev = mb.EvalSet(np.array([0]), [np.array([1])], np.array([5]))
+
+    class Constant:
+        def score(self, input_ids):
+            return torch.zeros(len(input_ids), 11)
+
+    negatives = np.array([[2, 3, 4, 6, 7, 8, 9, 10, 1, 2, 3, 4, 6, 7, 8, 9, 10, 1, 2]])  # 19 negatives, all tied
+    m = mb.rank_against(Constant(), ev, negatives, max_len=2, ks=(10,))
+    assert np.isclose(m["hr@10"][0], 10 / 20)
