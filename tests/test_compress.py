@@ -1,5 +1,7 @@
 """Compressed and exported models score like the original; sizes shrink; distillation trains."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -93,9 +95,16 @@ def test_distillation_student_learns_from_the_teacher(model):
     assert evaluate(student, valid, N_ITEMS).summary()["ndcg@10"] >= 0
 
 
+def test_model_size_is_the_bytes_of_the_saved_weights():
+    table = torch.nn.Linear(500, 1000, bias=False)  # 500,000 float32 weights: 2.0 MB
+    assert compress.model_size_mb(table) == pytest.approx(2.0, abs=0.01)  # plus a small file header
+
+
 def test_timing_helpers():
-    ms = compress.time_calls(lambda: sum(range(100)), repeats=20, warmup=2)
-    assert ms.shape == (20,) and (ms > 0).all()
+    calls = []
+    ms = compress.time_calls(lambda: (calls.append(1), time.sleep(0.002)), repeats=20, warmup=2)
+    assert ms.shape == (20,) and len(calls) == 22  # warm-up calls run but are not timed
+    assert (ms >= 2.0).all() and (ms < 1000).all()  # milliseconds of each timed call
     summary = compress.latency_summary(np.arange(1, 101, dtype=float))
     assert summary["p50 ms"] == 50.5 and summary["p99 ms"] == pytest.approx(99.01)
 
@@ -123,6 +132,7 @@ def test_pq_table_is_exact_when_pieces_repeat_and_small_otherwise():
         compress.PQEmbedding(weight, subspaces=4)
     assert set(table.state_dict()) == {"codebooks", "codes"}  # the decoded table is never saved
     other = compress.PQEmbedding(weight.flip(0), subspaces=2, centroids=4)
+    assert not torch.allclose(other.weight, weight, atol=1e-5)  # decoded from its own codes first
     other.load_state_dict(table.state_dict())
     assert torch.allclose(other.weight, weight, atol=1e-5)  # decoded again after loading
 
@@ -135,3 +145,29 @@ def test_pq_compressed_model_scores_close_and_is_small(model, window):
     big = torch.nn.Embedding(4000, 32)
     assert compress.model_size_mb(_holder(compress.PQEmbedding(big.weight, subspaces=8))) < \
         0.15 * compress.model_size_mb(big)
+
+
+def test_distillation_loss_by_hand(model):
+    """alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE, over the labelled positions."""
+    torch.manual_seed(3)
+    student = SASRec(SASRecConfig(N_ITEMS, max_len=8, hidden=8, n_layers=1, n_heads=1, dropout=0.0)).eval()
+    ids = torch.randint(1, N_ITEMS + 1, (3, 8))
+    labels = torch.randint(1, N_ITEMS + 1, (3, 8))
+    labels[0, :4] = -100  # IGNORE: unlabelled positions count in neither term
+    tau = 2.0
+    keep = labels != -100
+    s = student.logits(student.hidden(ids)[keep])[:, 1:]  # (N, V - 1): PAD's column dropped
+    with torch.no_grad():
+        t = model.logits(model.hidden(ids)[keep])[:, 1:]
+    p_t = torch.softmax(t / tau, 1)
+    kl = (p_t * (torch.log(p_t) - torch.log_softmax(s / tau, 1))).sum(1).mean() * tau ** 2
+    ce = torch.nn.functional.cross_entropy(s, labels[keep] - 1)  # column j is item j + 1
+    for alpha, by_hand in ((1.0, kl), (0.0, ce), (0.3, 0.3 * kl + 0.7 * ce)):
+        wrapper = compress.Distillation(student, model, temperature=tau, alpha=alpha, max_positions=10_000)
+        _, loss = wrapper(ids, labels)
+        assert torch.isclose(loss, by_hand, rtol=1e-4), alpha
+    loss.backward()
+    assert all(p.grad is None for p in model.parameters())  # the teacher is frozen: no gradient kept
+    assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
+    twin = compress.Distillation(model, model, temperature=tau, alpha=1.0)  # a student equal to its teacher
+    assert twin(ids, labels)[1].abs() < 1e-5
