@@ -71,7 +71,7 @@ class Profile:
     dp_epochs: int = 20  # DP-SGD passes over the users, in expectation (09)
     dp_batch_size: int = 240  # expected users per DP-SGD step (09): large batches dilute the noise
     dp_epsilons: tuple[float, ...] = (1.0, 8.0)  # privacy budgets of notebook 09's table (delta = 1/n)
-    mb_epochs: int = 8  # epochs of each notebook-10 model (multi-behaviour), at most `epochs`
+    mb_epochs: int = 5  # epochs of each notebook-10 model (multi-behaviour), at most `epochs`
     mb_weights: tuple[float, ...] = (0.0, 0.5, 0.9, 1.0)  # behaviour-loss weights of notebook 10's joint table
     amp: bool | None = None  # mixed precision in training; None = on CUDA only (bf16, else fp16 with a scaler)
     dry_run: bool = False  # a dry run (COURSE_DRY_RUN): the code paths of `name`, cut to seconds
