@@ -11,9 +11,11 @@ Notebooks never hard-code a size; they read ``profile.epochs`` and friends.
 
 ``COURSE_DRY_RUN=1`` turns any profile into its dry run (:func:`dry_run_of`): every
 setting that decides which code runs stays (window, width, layers, data sets, text
-length, evaluation batch, mixed precision), every setting that only decides how long it
-runs (users, epochs, steps, repeats) is cut to the bone. ``COURSE_PROFILE=gpu
-COURSE_DRY_RUN=1`` runs the ``gpu`` code paths on a CPU in seconds; its numbers mean nothing.
+length, evaluation batch), every setting that only decides how long it runs (users,
+epochs, steps, repeats) is cut to the bone. ``COURSE_PROFILE=gpu COURSE_DRY_RUN=1`` runs
+the ``gpu`` code paths on a CPU in seconds; its numbers mean nothing. ``COURSE_DRY_RUN=amp``
+also trains under autocast (bfloat16 on a CPU, where CUDA would use mixed precision too),
+about four times slower on a CPU without native bfloat16 matrix products.
 """
 
 from __future__ import annotations
@@ -112,14 +114,16 @@ PROFILES: dict[str, Profile] = {
 # from the profile: max_len, hidden, n_layers, n_heads, datasets, text_max_tokens, eval_batch_size,
 # batch_size, the models compared, the number of online periods and privacy budgets (each is a
 # branch of a loop), and every None that means "all" (max_steps, valid_users, online_eval_events).
-# amp=True runs the autocast branch on a CPU (bfloat16; a T4's float16 and its gradient scaler are
-# tested in tests/test_gpu_path.py). compile_timing is off: torch.compile alone takes a minute on a CPU.
+# Autocast is left as on a CPU (off) unless COURSE_DRY_RUN=amp: bfloat16 matrix products are emulated
+# on most CPUs (4x the time of the whole dry run); tests/test_gpu_path.py trains every registered
+# model under bfloat16 autocast and a T4's float16 with its gradient scaler instead.
+# compile_timing is off: torch.compile alone takes a minute on a CPU.
 DRY_RUN_CUTS = dict(
-    max_users=100, epochs=1, patience=1, n_bootstrap=20,
+    max_users=40, epochs=1, patience=1, n_bootstrap=20,
     finetune_steps=2, finetune_batch_size=2, rerank_k=3, click_k=10, n_seeds=2,
     explain_users=8, load_requests=16, load_concurrency=8, latency_repeats=5, compile_timing=False,
     student_hidden=8, online_epochs=1, online_finetune_epochs=1, mia_epochs=2, dp_epochs=1,
-    dp_batch_size=20, mb_epochs=1, amp=True, dry_run=True,
+    dp_batch_size=10, mb_epochs=1, dry_run=True,
 )
 
 
@@ -128,10 +132,11 @@ def dry_run() -> bool:
     return os.environ.get(DRY_RUN_ENV, "").strip() not in ("", "0")
 
 
-def dry_run_of(profile: Profile) -> Profile:
-    """``profile`` with :data:`DRY_RUN_CUTS`: the same code paths in seconds (same ``name``, so
-    every ``profile.name == "gpu"`` branch runs; results go to a folder of their own)."""
-    return dataclasses.replace(profile, **DRY_RUN_CUTS)
+def dry_run_of(profile: Profile, amp: bool = False) -> Profile:
+    """``profile`` with :data:`DRY_RUN_CUTS` (and autocast on when ``amp``): the same code paths
+    in seconds (same ``name``, so every ``profile.name == "gpu"`` branch runs; results go to a
+    folder of their own)."""
+    return dataclasses.replace(profile, **DRY_RUN_CUTS, **({"amp": True} if amp else {}))
 
 
 def _cuda_available() -> bool:
@@ -167,5 +172,6 @@ def get_profile(name: str | None = None, **overrides) -> Profile:
     unknown = sorted(set(overrides).difference(f.name for f in dataclasses.fields(Profile)))
     if unknown:
         raise TypeError(f"Profile has no field(s) {unknown}; see helpers.profile.Profile")
-    profile = dry_run_of(PROFILES[name]) if dry_run() else PROFILES[name]
+    amp = os.environ.get(DRY_RUN_ENV, "").strip().lower() == "amp"
+    profile = dry_run_of(PROFILES[name], amp) if dry_run() else PROFILES[name]
     return dataclasses.replace(profile, **overrides) if overrides else profile

@@ -57,10 +57,12 @@ def test_the_dry_run_keeps_what_decides_the_code_and_cuts_what_decides_the_time(
     gpu, dry = profile.PROFILES["gpu"], profile.get_profile("gpu")
     kept = [f for f in CODE_PATH_FIELDS if f != "rerank_k"]
     assert {f: getattr(dry, f) for f in kept} == {f: getattr(gpu, f) for f in kept}
-    assert dry.name == "gpu" and dry.dry_run and dry.amp is True  # the autocast branch runs on a CPU
-    assert dry.max_users == 100 and dry.epochs == 1 and dry.finetune_steps == 2
+    assert dry.name == "gpu" and dry.dry_run and dry.amp is None  # autocast as on a CPU: off
+    assert dry.max_users == 40 and dry.epochs == 1 and dry.finetune_steps == 2
     cut = {f.name for f in dataclasses.fields(profile.Profile)} & set(profile.DRY_RUN_CUTS)
     assert not cut & set(kept)
+    monkeypatch.setenv(profile.DRY_RUN_ENV, "amp")
+    assert profile.get_profile("gpu") == dataclasses.replace(dry, amp=True)
     monkeypatch.setenv(profile.DRY_RUN_ENV, "0")
     assert profile.get_profile("gpu") == gpu
 
@@ -88,7 +90,7 @@ def test_a_dry_run_model_never_takes_a_gpu_models_cache_entry(monkeypatch):
     modules = (registry.sasrec,)
     assert modelcache.entry_path(modelcache.cache_key("sasrec", *dry, s, modules)) != \
         modelcache.entry_path(modelcache.cache_key("sasrec", *real, s, modules))
-    assert dry[1].amp is True and real[1].amp is None and dry[0].max_len == real[0].max_len == 200
+    assert dry[0].max_len == real[0].max_len == 200 and dry[0].hidden == real[0].hidden == 128
 
 
 # ---------------------------------------------------------------- ML-1M through its real loader
@@ -122,6 +124,16 @@ def test_a_card_without_bf16_gets_fp16_and_a_scaler(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # an A100
     assert train_module.amp_dtype(None, torch.device("cuda")) is torch.bfloat16
     assert train_module.amp_dtype(None, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("name", [n for n in registry.names() if registry.MODELS[n].neural])
+def test_every_registered_model_trains_under_bf16_autocast(name):
+    """What the gpu profile's autocast does to each model, at its window and width (toy data)."""
+    gpu = profile.PROFILES["gpu"]
+    small = dataclasses.replace(gpu, max_len=12, epochs=1, batch_size=32, eval_batch_size=64, amp=True)
+    model = registry.fit(name, successor_split(), small, cache=False, progress=False)
+    assert model.train_result.stopped == "epochs"
+    assert torch.isfinite(torch.tensor(model.train_result.history["loss"].to_numpy())).all()
 
 
 def _two_steps(scaler, gradient_scale: float = 1.0):
