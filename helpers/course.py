@@ -173,10 +173,13 @@ def summary(session: Session) -> str:
     return "\n".join(lines)
 
 
+def _reference_runs() -> dict:
+    return json.loads(REFERENCE_TIMES.read_text())["runs"] if REFERENCE_TIMES.is_file() else {}
+
+
 def reference_minutes(notebook: str) -> dict[str, float]:
     """Minutes ``notebook`` took in each profile's recorded reference run (profiles without one left out)."""
-    runs = json.loads(REFERENCE_TIMES.read_text())["runs"] if REFERENCE_TIMES.is_file() else {}
-    return {name: run["seconds"][notebook] / 60 for name, run in runs.items() if notebook in run["seconds"]}
+    return {name: runs[notebook]["seconds"] / 60 for name, runs in _reference_runs().items() if notebook in runs}
 
 
 def expected_time(notebook: str, profile: str, device: torch.device | None = None) -> str:
@@ -186,10 +189,10 @@ def expected_time(notebook: str, profile: str, device: torch.device | None = Non
     if profile not in minutes:
         estimate = estimated_time(notebook, profile, device) if device is not None and profile in ESTIMATED else None
         return estimate or f"expect {ROUGH_TIME.get(profile, 'no estimate for this profile')}"
-    runs = json.loads(REFERENCE_TIMES.read_text())["runs"]
+    run = _reference_runs()[profile][notebook]
     others = ", ".join(f"{name} {m:.1f}" for name, m in minutes.items() if name != profile)
-    return (f"about {minutes[profile]:.1f} min (reference run: {runs[profile]['machine']}, commit "
-            f"{runs[profile]['commit']})" + (f"; other profiles, min: {others}" if others else ""))
+    return (f"about {minutes[profile]:.1f} min (reference run: {run['machine']}, commit {run['commit']})"
+            + (f"; other profiles, min: {others}" if others else ""))
 
 
 def estimated_time(notebook: str, profile: str, device: torch.device) -> str | None:

@@ -54,16 +54,16 @@ def test_reference_run_is_stored_per_profile_and_printed_by_setup(tmp_path, monk
     from helpers import course
 
     reference = tmp_path / "reference_times.json"
-    reference.write_text(json.dumps({"runs": {"cpu": {"commit": "abc", "machine": "m",
-                                                      "seconds": {"01_good": 300, "09_other": 60}}}}))
+    reference.write_text(json.dumps({"runs": {"cpu": {"01_good": {"seconds": 300, "commit": "abc", "machine": "m"},
+                                                      "09_other": {"seconds": 60, "commit": "abc", "machine": "m"}}}}))
     monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("COURSE_PROFILE", "ci")
     good = write_notebook(tmp_path / "01_good.ipynb", "print('hello')")
     assert course_report.main([str(good), "--build", str(tmp_path / "build"), "--reference", str(reference),
                                "--machine", "a quiet test machine"]) == 0
     runs = json.loads(reference.read_text())["runs"]
-    assert runs["cpu"]["seconds"]["01_good"] == 300  # the other profile's run is kept
-    assert runs["ci"]["machine"] == "a quiet test machine" and runs["ci"]["seconds"]["01_good"] > 0
+    assert runs["cpu"]["01_good"]["seconds"] == 300  # the other profile's run is kept
+    assert runs["ci"]["01_good"]["machine"] == "a quiet test machine" and runs["ci"]["01_good"]["seconds"] > 0
     monkeypatch.setattr(course, "REFERENCE_TIMES", reference)
     assert set(course.reference_minutes("01_good")) == {"ci", "cpu"}
     capsys.readouterr()

@@ -97,14 +97,15 @@ def index_page(rows: list[dict], profile: str) -> str:
 
 
 def write_reference(path: Path, profile: str, seconds: dict[str, float], machine: str | None) -> None:
-    """Store ``seconds`` as ``profile``'s reference run in ``path`` (its other profiles kept), atomically."""
+    """Store ``seconds`` as ``profile``'s reference run of each notebook in ``path``, with the commit
+    and the machine (other notebooks and profiles kept), atomically."""
     runs = json.loads(path.read_text()) if path.is_file() else {"runs": {}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=path.resolve().parent).stdout.strip() or "unknown"
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    old = runs["runs"].get(profile, {}).get("seconds", {})
-    runs["runs"][profile] = {"commit": commit, "machine": machine or f"{os.cpu_count()} CPU cores, load {load} at the end",
-                             "seconds": {**old, **seconds}}
+    machine = machine or f"{os.cpu_count()} CPU cores, load {load} at the end"
+    entries = runs["runs"].setdefault(profile, {})
+    entries.update({nb: {"seconds": s, "commit": commit, "machine": machine} for nb, s in seconds.items()})
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(runs, indent=2) + "\n")
     os.replace(tmp, path)
