@@ -6,7 +6,8 @@
 * :func:`compress_items`: the item table (input lookup and tied output) stored in ``fp16``,
   in ``int8`` with one scale per row (:class:`Int8Embedding`), or by product quantization
   in a few bytes per item (:class:`PQEmbedding`); for a SASRec-size model on a 12k-item
-  catalogue the table is most of the bytes.
+  catalogue the table is most of the bytes. :func:`finetune_codebooks` then trains the
+  centroids (codes fixed) with the rest of the model, which recovers most of what PQ loses.
 * :func:`distill`: a smaller student trained to match a teacher's softmax over all items
   (Hinton et al., 2015), through the course's training loop (:class:`Distillation`).
 * :func:`export_onnx` and :class:`OnnxScorer`: the scoring function as an ONNX graph run by
@@ -196,18 +197,45 @@ class PQEmbedding(nn.Module):
         super()._load_from_state_dict(*args, **kwargs)
         self._dense = None  # new codes: decode again
 
+    def _decode(self) -> Tensor:
+        m = self.codes.shape[1]
+        rows = self.codebooks[torch.arange(m, device=self.codes.device), self.codes.long()]  # (V, m, d)
+        rows = rows.reshape(len(self.codes), -1)  # (V, H)
+        return torch.cat([torch.zeros_like(rows[:1]), rows[1:]])  # row PAD is zero
+
     @property
     def weight(self) -> Tensor:
-        """(V, H) decoded once, on first use: the file stays small, scoring runs at float speed."""
+        """(V, H) decoded once, on first use: the file stays small, scoring runs at float speed.
+        While the codebooks learn (:func:`finetune_codebooks`) it is decoded on every call, so
+        gradients reach them."""
+        if isinstance(self.codebooks, nn.Parameter) and self.codebooks.requires_grad and torch.is_grad_enabled():
+            self._dense = None
+            return self._decode()
         if self._dense is None or self._dense.device != self.codes.device:
-            m = self.codes.shape[1]
-            rows = self.codebooks[torch.arange(m, device=self.codes.device), self.codes.long()]  # (V, m, d)
-            rows = rows.reshape(len(self.codes), -1)  # (V, H)
-            self._dense = torch.cat([torch.zeros_like(rows[:1]), rows[1:]])  # row PAD is zero
+            self._dense = self._decode().detach()
         return self._dense
 
     def forward(self, ids: Tensor) -> Tensor:
         return F.embedding(ids, self.weight)  # (..., H)
+
+
+def finetune_codebooks(model: nn.Module, split: Split, config: TrainConfig, *,
+                       progress: bool = False) -> TrainResult:
+    """Train the PQ codebooks of ``model.item_emb`` (a :class:`PQEmbedding`) with the codes
+    fixed, and every other weight, through the course's loop (early stopping on validation,
+    the best epoch kept): quantising after training moves each item to its nearest centroids,
+    and a few epochs let the model and the centroids adapt to that, as RecJPQ trains them
+    jointly. The file keeps its size: codes and codebooks have the same shapes."""
+    table = model.item_emb
+    if not isinstance(table, PQEmbedding):
+        raise TypeError(f"model.item_emb is a {type(table).__name__}; compress it with "
+                        "compress_items(model, 'pq') first")
+    codebooks = nn.Parameter(table.codebooks.detach().clone())
+    del table.codebooks  # a buffer becomes a parameter under the same state-dict name
+    table.codebooks = codebooks
+    result = train(model, split, config, progress=progress)
+    table._dense = None
+    return result
 
 
 def compress_items(model: nn.Module, dtype: str = "int8", **options) -> nn.Module:

@@ -171,3 +171,22 @@ def test_distillation_loss_by_hand(model):
     assert all(p.grad is not None for p in student.parameters() if p.requires_grad)
     twin = compress.Distillation(model, model, temperature=tau, alpha=1.0)  # a student equal to its teacher
     assert twin(ids, labels)[1].abs() < 1e-5
+
+
+def test_finetuned_codebooks_learn_keep_the_codes_and_the_size(model):
+    rng = np.random.default_rng(0)
+    train_seqs = [rng.permutation(N_ITEMS)[:12] + 1 for _ in range(40)]
+    valid = EvalSet(np.arange(40), [s[:-1] for s in train_seqs], np.array([s[-1] for s in train_seqs]))
+    split = Split(N_ITEMS, train_seqs, np.arange(40), valid, valid, "test")
+    small = compress.compress_items(model, "pq", subspaces=4, centroids=8)
+    codes, before = small.item_emb.codes.clone(), small.item_emb.weight.clone()
+    size = compress.model_size_mb(small)
+    result = compress.finetune_codebooks(small, split, TrainConfig(epochs=2, batch_size=16, max_len=8, lr=1e-2,
+                                                                    patience=5))
+    assert len(result.history) == 2 and isinstance(small.item_emb.codebooks, torch.nn.Parameter)
+    assert torch.equal(small.item_emb.codes, codes)  # the codes stay: only the centroids move
+    assert not torch.allclose(small.item_emb.weight, before)  # gradients reached the codebooks
+    assert torch.equal(small.item_emb.weight[0], torch.zeros(16))  # PAD stays zero
+    assert compress.model_size_mb(small) == pytest.approx(size, rel=0.01)
+    with pytest.raises(TypeError, match="compress_items"):
+        compress.finetune_codebooks(model, split, TrainConfig(epochs=1))
