@@ -16,6 +16,16 @@ interface (``predict(X) -> (n,)`` scores): :func:`fit_logistic` (scikit-learn),
 Features never read the target: :meth:`ClickFeatures.__call__` takes histories and
 candidates only, and labels are made afterwards, by :func:`candidate_table`.
 
+The labels are proxies. A real click log records which items a user was *shown* and which one
+they clicked; here nobody was shown the K candidates, so a "non-click" is only "not the next
+item", and a candidate the user would have clicked had it been shown counts as a negative. A log
+of real impressions would give true negatives and position (the same item clicks less lower in
+the list, a bias such a log lets one correct), and test clicks would then judge the re-ranker.
+
+Which learner to report: :func:`learner_table` marks the one with the best cross-validated
+NDCG@10 on validation, the headline, and gives every learner's paired test differences to the
+base order for HR@10 and NDCG@10, with Holm-adjusted p-values over the learners tried.
+
 Letters: B users, T window, K candidates per user, F features, D text width, A attributes,
 V = n_items + 1.
 """
@@ -31,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from helpers import metrics
+from helpers import metrics, stats
 from helpers.ids import PAD
 from helpers.preprocess import IdMap
 from helpers.rerank import Reranker
@@ -292,6 +302,40 @@ def cross_validate(X: np.ndarray, y: np.ndarray, group: np.ndarray, learner: str
     base = -np.tile(np.arange(k, dtype=np.float64), n)
     return {"auc": auc(out, y), "ndcg@10": float(candidate_ndcg(out, y, 10, k).mean()),
             "base ndcg@10": float(candidate_ndcg(base, y, 10, k).mean())}
+
+
+def learner_table(base: dict[str, np.ndarray], reranked: dict[str, dict[str, np.ndarray]],
+                  valid_ndcg: dict[str, float], keys: Sequence[str] = ("hr@10", "ndcg@10"),
+                  n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per learner: its validation NDCG@10 (``valid_ndcg``, cross-validated), and for each
+    metric in ``keys`` the re-ranked test mean, the paired difference to the base order with a
+    bootstrap CI over users (``lo``, ``hi``), the Wilcoxon p-value and the Holm-adjusted one over
+    all learners. ``base`` and ``reranked[name]``: per-user metric arrays (N,) on the same users.
+    Column ``chosen`` marks the learner with the best validation NDCG@10: the headline.
+    """
+    names = list(reranked)
+    table = pd.DataFrame(index=pd.Index(names, name="learner"))
+    table["valid NDCG@10"] = [valid_ndcg[n] for n in names]
+    table["chosen"] = table.index == table["valid NDCG@10"].idxmax()
+    for key in keys:
+        rows = [metrics.paired_comparison(reranked[n][key], base[key], n_resamples=n_resamples, seed=seed)
+                for n in names]
+        table[key] = [r["mean_a"] for r in rows]
+        table[f"{key} diff"] = [r["diff"] for r in rows]
+        table[f"{key} lo"] = [r["ci_low"] for r in rows]
+        table[f"{key} hi"] = [r["ci_high"] for r in rows]
+        table[f"{key} p"] = [r["p_wilcoxon"] for r in rows]
+        table[f"{key} p Holm"] = stats.holm(table[f"{key} p"].to_numpy())
+    return table
+
+
+def verdict(table: pd.DataFrame, key: str = "ndcg@10") -> str:
+    """One line on the chosen learner's paired difference for ``key`` (a :func:`learner_table`)."""
+    name = table.index[table["chosen"]][0]
+    diff, lo, hi, p = table.loc[name, [f"{key} diff", f"{key} lo", f"{key} hi", f"{key} p Holm"]]
+    word = ("better than the base order" if lo > 0 else "worse than the base order" if hi < 0
+            else "the interval holds 0: no effect this run can show")
+    return f"{name} (chosen on validation), {key}: {diff:+.4f} [{lo:+.4f}, {hi:+.4f}], Holm p {p:.3f}: {word}"
 
 
 class ClickScorer:

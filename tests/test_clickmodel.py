@@ -130,21 +130,52 @@ def test_reranker_only_reorders_the_candidates_it_was_given():
                                                           plain.metrics["ndcg@10"]))
 
 
-def test_cold_items_never_reach_the_click_models_training_data():
-    """On a cold-start split, item facts count no cold interaction and no training click is cold."""
+def test_on_a_cold_split_click_models_lift_cold_targets_they_never_saw_clicked():
+    """Cold items have no training interaction (popularity 0) and are never a validation click, so
+    a click model learns nothing about them from behaviour; when text says which item comes next
+    (items on a circle, sequences walk around it), re-ranking must still lift cold test targets
+    above the base order, and the base order's HR@K stays."""
     rng = np.random.default_rng(0)
-    starts = rng.integers(0, N_ITEMS, 60)
+    starts = rng.integers(0, N_ITEMS, 120)
     seqs = (starts[:, None] + np.arange(8)[None, :]) % N_ITEMS + 1
-    df = pd.DataFrame({"user_id": np.repeat(np.arange(60), 8), "item_id": seqs.ravel(),
-                       "timestamp": np.tile(np.arange(8), 60)})
+    df = pd.DataFrame({"user_id": np.repeat(np.arange(120), 8), "item_id": seqs.ravel(),
+                       "timestamp": np.tile(np.arange(8), 120)})
     s, cold = textrec.cold_start_split(df, N_ITEMS, cold_items=[3, 17, 25])
-    f = facts()
-    cold_facts = clickmodel.item_facts(s.train, N_ITEMS, f.text, f.genres, f.tags)
-    assert (cold_facts.popularity[cold] == 0).all() and (cold_facts.recent[cold] == 0).all()
-    X, clicked, _ = clickmodel.candidate_table(Linear(), clickmodel.ClickFeatures(cold_facts), s.valid, N_ITEMS, k=10)
-    top, _, _ = clickmodel.candidates(Linear(), s.valid, N_ITEMS, k=10)
-    assert clicked.sum() > 0 and not np.isin(top.numpy().reshape(-1)[clicked == 1], cold).any()
-    assert not np.isin(s.valid.targets, cold).any()
+    angle = torch.arange(N_ITEMS + 1) * 2 * np.pi / N_ITEMS
+    text = torch.stack([angle.cos(), angle.sin()], 1)  # (V, 2): neighbours on the circle are similar
+    text[PAD] = 0
+    f = clickmodel.item_facts(s.train, N_ITEMS, text, torch.zeros(N_ITEMS + 1, 1), torch.zeros(N_ITEMS + 1, 1))
+    assert (f.popularity[cold] == 0).all() and (f.recent[cold] == 0).all()
+    features = clickmodel.ClickFeatures(f)
+    X, clicked, group = clickmodel.candidate_table(Linear(), features, s.valid, N_ITEMS, k=20)
+    assert clicked.sum() > 0 and not np.isin(s.valid.targets, cold).any()  # no cold click to learn from
+    longest = max(len(h) for h in s.test.histories)
+    plain = evaluate.evaluate(Linear(), s.test, N_ITEMS, ks=(10, 20), max_len=longest)
+    is_cold = np.isin(s.test.targets, cold)
+    assert is_cold.sum() >= 10
+    for name, fit in clickmodel.LEARNERS.items():
+        reranker = clickmodel.click_reranker(Linear(), features, fit(X, clicked, group), N_ITEMS, 20, longest)
+        moved = evaluate.evaluate(reranker, s.test, N_ITEMS, ks=(10, 20), max_len=longest)
+        assert np.array_equal(moved.metrics["hr@20"], plain.metrics["hr@20"])
+        assert moved.metrics["ndcg@10"][is_cold].mean() > plain.metrics["ndcg@10"][is_cold].mean() + 0.05, name
+
+
+def test_learner_table_marks_the_validation_choice_and_adjusts_by_holm():
+    base = {"hr@10": np.array([0.0, 1, 1, 0] * 10), "ndcg@10": np.array([0.0, 0.5, 1, 0] * 10)}
+    reranked = {"worse": {"hr@10": base["hr@10"], "ndcg@10": base["ndcg@10"] - np.array([0, 0.2, 0.5, 0] * 10)},
+                "same": {"hr@10": base["hr@10"], "ndcg@10": base["ndcg@10"]},
+                "better": {"hr@10": np.ones(40), "ndcg@10": np.array([0.5, 1, 1, 0.5] * 10)}}
+    table = clickmodel.learner_table(base, reranked, {"worse": 0.3, "same": 0.2, "better": 0.1}, n_resamples=200)
+    assert table.index[table["chosen"]].tolist() == ["worse"]  # validation decides, not the test
+    assert table.loc["better", "hr@10 diff"] == pytest.approx(0.5)  # half the users gain a hit
+    assert table.loc["worse", "ndcg@10 diff"] == pytest.approx(-0.7 / 4)
+    assert table.loc["same", "ndcg@10 p"] == 1.0 and table.loc["same", "ndcg@10 lo"] == 0.0
+    p = table["ndcg@10 p"].to_numpy()
+    order = np.argsort(p)  # Holm: smallest p times 3, next times 2, running maximum
+    assert table["ndcg@10 p Holm"].to_numpy()[order[0]] == pytest.approx(min(1, 3 * p[order[0]]))
+    assert table["ndcg@10 p Holm"].to_numpy()[order[1]] == pytest.approx(min(1, max(3 * p[order[0]], 2 * p[order[1]])))
+    line = clickmodel.verdict(table)
+    assert line.startswith("worse (chosen on validation), ndcg@10: -0.1750") and line.endswith("worse than the base order")
 
 
 def test_cross_validation_keeps_the_base_order_where_a_fold_has_no_click_to_learn_from():
