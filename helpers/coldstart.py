@@ -15,10 +15,14 @@ model learns to score it low, through the shared text projection as well. Three 
   training interactions only, ``weight`` times the zero-shot content score and an
   ``offset`` (both per-user z-scores), chosen on validation by :func:`choose_blend`.
 
-Validation for cold items: ``textrec.cold_start_split`` validates on warm targets only. What
-the user did just before the test event, with cold items kept (:func:`validation_with_cold`),
-has cold targets at their natural rate; only the two numbers of the blend are chosen on it,
-no item representation ever reads a cold interaction.
+Validation for cold items: ``textrec.cold_start_split`` validates on warm targets only, and
+a validation set whose cold targets are the test's own cold items (:func:`validation_with_cold`)
+lets the test items choose the blend. :func:`pseudo_cold_split` instead replays the cold-start
+split on the past alone: the test's cold items and every test target removed, the newest (or
+random) share of the remaining items made cold. Its cold items are disjoint from the test's;
+every cold-start knob (blend weight and offset) is chosen on its test set, with a model trained
+on its training set, and then applied once to the real split. :func:`against_content` compares
+the result with the zero-shot content model on the same cold-target users, with a paired CI.
 
 New users: :func:`truncate` keeps the last ``n`` events of every history, and
 :func:`short_history` measures models at ``n = 1, 2, 3, ...`` to find the number of events
@@ -37,7 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from helpers import evaluate, metrics
+from helpers import evaluate, metrics, textrec
 from helpers.ids import IGNORE, PAD
 from helpers.losses import next_item_loss
 from helpers.sasrec import SASRec, SASRecConfig
@@ -222,6 +226,45 @@ def validation_with_cold(df: pd.DataFrame, split: Split, cold_items: np.ndarray)
     keep = np.array([len(h) > 0 for h in histories])
     return EvalSet(split.test.users[keep], [h for h, k in zip(histories, keep) if k],
                    np.asarray(targets, dtype=np.int64)[keep])
+
+
+def pseudo_cold_split(df: pd.DataFrame, split: Split, cold_items: np.ndarray, cold_fraction: float = 0.1,
+                      how: str = "newest", seed: int = 0) -> tuple[Split, np.ndarray]:
+    """A cold-start split of the past alone, to choose cold-start knobs on: ``(split, pseudo_cold)``.
+
+    From ``df`` (the frame ``split`` was built from) remove every interaction with
+    ``cold_items`` and every test target of ``split`` (each test user's last event); then
+    ``textrec.cold_start_split`` with ``cold_fraction`` and ``how`` on what is left (``seed + 1``
+    for ``how="random"``, so a random draw differs from the real one). Its cold items are
+    disjoint from ``cold_items`` and its test targets are events before the real ones, so a knob
+    chosen on it never sees a real test item or target.
+    """
+    is_cold = df["item_id"].isin(np.asarray(cold_items))
+    order = df.sort_values(["user_id", "timestamp"], kind="stable")
+    last = order.groupby("user_id").tail(1).index
+    is_test = df.index.isin(last) & df["user_id"].isin(split.test.users)
+    past = df[~is_cold & ~is_test]
+    left = np.unique(past["item_id"].to_numpy())
+    n_cold = int(round(cold_fraction * len(left)))
+    if how == "newest":
+        pseudo = textrec.cold_items_newest(past, split.n_items, n_cold / split.n_items)
+    elif how == "random":
+        pseudo = np.sort(np.random.default_rng(seed + 1).choice(left, n_cold, replace=False))
+    else:
+        raise ValueError(f"how must be 'newest' or 'random', got {how!r}")
+    return textrec.cold_start_split(past, split.n_items, cold_items=pseudo)
+
+
+def against_content(result: evaluate.EvalResult, content: evaluate.EvalResult, cold_items: np.ndarray,
+                    metric: str = "ndcg@10", n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
+    """``result`` minus the zero-shot ``content`` model on the users whose test target is one of
+    ``cold_items`` (the same users for both): ``metrics.paired_comparison``'s dict plus ``users``."""
+    if not np.array_equal(result.users, content.users):
+        raise ValueError("the two results must hold the same users in the same order")
+    at_cold = np.isin(result.targets, np.asarray(cold_items))
+    out = metrics.paired_comparison(result.metrics[metric][at_cold], content.metrics[metric][at_cold],
+                                    n_resamples=n_resamples, seed=seed)
+    return {**out, "users": int(at_cold.sum())}
 
 
 def cold_reach(result: evaluate.EvalResult, cold_items: np.ndarray, k: int = 10) -> float:

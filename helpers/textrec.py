@@ -14,10 +14,14 @@ V = n_items + 1 (PAD row/column included). Text vectors come from
   their ID embedding tables; nothing in ``sasrec.py`` or ``bert4rec.py`` changes.
 * :func:`cold_start_split` and :func:`by_target` - items that never appear in training, and
   metrics for cold/warm and head/tail targets.
+* :func:`split_time` and :func:`tags_before` - item texts from the past only: user tags are
+  events, and a tag written after the split point (on a cold item, almost always by a user who
+  rated it) tells the text model who will watch it.
 """
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Sequence
 
 import numpy as np
@@ -179,6 +183,40 @@ def llamarec_latest_small() -> preprocess.Prepared:
         raise ValueError(f"LlamaRec's preprocessing of ML latest-small gives (users, items, interactions) "
                          f"= {LLAMAREC_COUNTS}, got {got}: is the data file the published one?")
     return prepared
+
+
+def load_tag_events(name: str = "ml-latest-small", data_dir=None) -> pd.DataFrame:
+    """Every tag event of a MovieLens "latest" data set: ``user_id, item_id, tag, timestamp``
+    (original ids, file order). ``data.load_items`` keeps only each item's distinct tags and
+    drops when they were written; a text that must not read the future needs the times."""
+    spec = data.get_spec(name)
+    (rel,) = [r for r in spec.files if r.rsplit("/", 1)[-1] == "tags.csv"]
+    return data.read_table(data.fetch(name, data_dir) / rel, ",", ["user_id", "item_id", "tag", "timestamp"],
+                           ints=("user_id", "item_id", "timestamp"), header=True, quoting=csv.QUOTE_MINIMAL)
+
+
+def split_time(df: pd.DataFrame, cold_items: np.ndarray) -> int:
+    """The split point of a cold-start split: the first timestamp at which any of
+    ``cold_items`` was interacted with (``df`` in course ids, as for :func:`cold_start_split`).
+    Before it every cold item was still unseen, so a text built from earlier events cannot know
+    who will watch it. For ``how="newest"`` this is when the first new release appeared; for
+    random cold items it lies early in the log and leaves few tags to anyone (the honest price
+    of items that are cold at random times)."""
+    times = df.loc[df["item_id"].isin(np.asarray(cold_items)), "timestamp"]
+    if times.empty:
+        raise ValueError("no interaction with any cold item")
+    return int(times.min())
+
+
+def tags_before(items: pd.DataFrame, tag_events: pd.DataFrame, cutoff: int) -> pd.DataFrame:
+    """``items`` (``data.load_items``) whose ``tags`` hold only the tags written before ``cutoff``
+    (distinct, in file order), for ``text.item_texts``. Title, year and genres are metadata a new
+    item has on the day it is added, and stay."""
+    kept = tag_events[tag_events["timestamp"] < cutoff]
+    per_item = kept.groupby("item_id", sort=False)["tag"].agg(lambda s: list(dict.fromkeys(s)))
+    out = items.copy()
+    out["tags"] = [per_item.get(i, []) for i in out["item_id"]]
+    return out
 
 
 def cold_items_newest(df: pd.DataFrame, n_items: int, cold_fraction: float) -> np.ndarray:

@@ -1,5 +1,7 @@
 """Cold-start remedies: ID dropout, a softmax over trained items, the content blend, new users."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,3 +165,33 @@ def test_events_to_win():
     assert coldstart.events_to_win(table, "sasrec", ["pop", "content"]) is None  # loses again at 5
     table.loc[5, "content"] = 0.0
     assert coldstart.events_to_win(table, "sasrec", ["pop", "content"]) == 3
+
+
+# ---------------------------------------------------------------- knobs chosen without the test's items
+@pytest.mark.parametrize("how", ["newest", "random"])
+def test_pseudo_cold_split_holds_no_test_item_and_no_test_target(how):
+    df, s, cold = cold_split(n_items=40, cold=(4, 11, 30))
+    ps, pseudo = coldstart.pseudo_cold_split(df, s, cold, cold_fraction=0.1, how=how)
+    assert len(pseudo) == round(0.1 * (40 - 3)) and not np.isin(pseudo, cold).any()  # disjoint
+    seqs = {u: g["item_id"].to_numpy() for u, g in df.groupby("user_id", sort=False)}
+    tested = set(s.test.users.tolist())
+    for u, h, t in zip(ps.test.users, ps.test.histories, ps.test.targets):
+        past = seqs[u][:-1] if u in tested else seqs[u]  # the real test target is gone
+        past = past[~np.isin(past, cold)]
+        assert t == past[-1] and not np.isin(np.r_[h, t], cold).any()
+    assert all(not np.isin(seq, np.r_[cold, pseudo]).any() for seq in ps.train)
+    assert np.isin(ps.test.targets, pseudo).any()  # something to choose the knobs on
+
+
+def test_against_content_pairs_the_same_cold_target_users():
+    users, targets = np.arange(4), np.array([4, 5, 11, 6])  # users 0 and 2 have a cold target
+
+    def result(ndcg, users=users):  # the fields of an evaluate.EvalResult that the comparison reads
+        return SimpleNamespace(metrics={"ndcg@10": np.array(ndcg)}, users=users, targets=targets)
+
+    out = coldstart.against_content(result([1.0, 0.2, 0.5, 0.0]), result([0.5, 0.9, 0.5, 1.0]),
+                                    cold_items=np.array([4, 11]), n_resamples=100)
+    assert out["users"] == 2 and out["diff"] == pytest.approx((0.5 + 0.0) / 2)
+    assert out["mean_a"] == pytest.approx(0.75) and out["mean_b"] == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        coldstart.against_content(result([1.0] * 4), result([1.0] * 4, users[::-1]), np.array([4]))

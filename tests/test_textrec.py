@@ -181,3 +181,22 @@ def test_id_model_cannot_rank_cold_items_but_text_can():
 def test_llamarec_latest_small_has_llamarecs_counts():
     prepared = textrec.llamarec_latest_small()
     assert (prepared.n_users, prepared.n_items, len(prepared.interactions)) == textrec.LLAMAREC_COUNTS
+
+
+def test_split_time_and_tags_before_keep_only_the_past():
+    """The split point is the first event on any cold item; tags written at or after it are dropped,
+    so no cold item (nobody had met it yet) carries a tag, and title, year and genres stay."""
+    df = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item_id": [1, 2, 1, 3, 3],
+                       "timestamp": [10, 20, 30, 40, 50]})
+    assert textrec.split_time(df, np.array([3])) == 40
+    assert textrec.split_time(df, np.array([2, 3])) == 20
+    with pytest.raises(ValueError):
+        textrec.split_time(df, np.array([7]))
+    items = pd.DataFrame({"item_id": [101, 102, 103], "title": ["A", "B", "C"], "year": [1990, 1991, 1992],
+                          "genres": [["Drama"], ["Comedy"], []], "tags": [["old"], ["x"], ["spoiler"]]})
+    tags = pd.DataFrame({"user_id": [1, 2, 2, 3, 3], "item_id": [101, 101, 103, 101, 102],
+                         "tag": ["old", "classic", "spoiler", "old", "x"], "timestamp": [5, 39, 41, 12, 40]})
+    out = textrec.tags_before(items, tags, cutoff=40)
+    assert out["tags"].tolist() == [["old", "classic"], [], []]  # distinct, in file order; 40 is not before 40
+    assert out[["item_id", "title", "year", "genres"]].equals(items[["item_id", "title", "year", "genres"]])
+    assert items["tags"].tolist() == [["old"], ["x"], ["spoiler"]]  # the input is not changed
