@@ -42,7 +42,8 @@ from helpers.evaluate import evaluate
 from helpers.profile import get_profile
 
 
-def variants(teacher, split, profile, subspaces: list[int], finetune_epochs: int, seed: int):
+def variants(teacher, split, profile, subspaces: list[int], finetune_epochs: int, seed: int,
+             finetune_lr: float | None = None, only_codebooks: bool = False):
     """(name, model) pairs, the teacher first; PQ rows built and fine-tuned here."""
     counts = torch.as_tensor(np.bincount(np.concatenate(split.train), minlength=split.n_items + 1))
     yield "teacher (fp32)", teacher
@@ -52,9 +53,10 @@ def variants(teacher, split, profile, subspaces: list[int], finetune_epochs: int
         pq = compress.compress_items(teacher, "pq", subspaces=m, item_weights=counts)
         yield f"PQ m={m} + int8 Linear", compress.quantize_linear(pq)
         if finetune_epochs:
-            _, config = registry.configs("sasrec", split.n_items, profile, seed=seed, epochs=finetune_epochs)
+            _, config = registry.configs("sasrec", split.n_items, profile, seed=seed, epochs=finetune_epochs,
+                                         **({"lr": finetune_lr} if finetune_lr else {}))
             start = time.perf_counter()
-            result = compress.finetune_codebooks(pq, split, config)
+            result = compress.finetune_codebooks(pq, split, config, only_codebooks=only_codebooks)
             print(f"PQ m={m}: codebooks trained, {result.describe()} ({time.perf_counter() - start:.0f} s)",
                   file=sys.stderr)
             pq.cpu().eval()
@@ -73,11 +75,11 @@ def students(teacher, split, profile, settings: list[tuple[float, float]], seed:
         yield f"student H={h}, distilled T={tau:g} alpha={alpha:g}", student
 
 
-def table(teacher, split, profile, subspaces, finetune_epochs, seed, distill=()) -> pd.DataFrame:
+def table(teacher, split, profile, subspaces, finetune_epochs, seed, distill=(), **finetune) -> pd.DataFrame:
     rows, test_runs = [], {}
     teacher = teacher.cpu().eval()
     base_mb = compress.model_size_mb(teacher)
-    models = itertools.chain(variants(teacher, split, profile, subspaces, finetune_epochs, seed),
+    models = itertools.chain(variants(teacher, split, profile, subspaces, finetune_epochs, seed, **finetune),
                              students(teacher, split, profile, list(distill), seed) if distill else ())
     for name, model in models:
         model = model.cpu().eval()
@@ -115,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--distill", nargs="*", default=[], metavar="T:ALPHA",
                         help="temperature and teacher weight of each distilled student")
     parser.add_argument("--finetune-epochs", type=int, default=3, help="0 = PQ fitted after training only")
+    parser.add_argument("--finetune-lr", type=float, default=None, help="peak learning rate (default: the profile's)")
+    parser.add_argument("--only-codebooks", action="store_true", help="train the centroids alone, the model frozen")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = [tuple(float(x) for x in item.split(":")) for item in args.distill]
     if any(len(pair) != 2 for pair in settings):
         parser.error("--distill takes T:ALPHA pairs, e.g. 2:0.5")
-    out = table(teacher, split, profile, args.subspaces, args.finetune_epochs, args.seed, settings)
+    out = table(teacher, split, profile, args.subspaces, args.finetune_epochs, args.seed, settings,
+                finetune_lr=args.finetune_lr, only_codebooks=args.only_codebooks)
     print(out.round(4).to_markdown())
     if args.json:
         args.json.write_text(json.dumps({"profile": profile.name, "dataset": args.dataset,

@@ -219,13 +219,13 @@ class PQEmbedding(nn.Module):
         return F.embedding(ids, self.weight)  # (..., H)
 
 
-def finetune_codebooks(model: nn.Module, split: Split, config: TrainConfig, *,
+def finetune_codebooks(model: nn.Module, split: Split, config: TrainConfig, *, only_codebooks: bool = False,
                        progress: bool = False) -> TrainResult:
     """Train the PQ codebooks of ``model.item_emb`` (a :class:`PQEmbedding`) with the codes
-    fixed, and every other weight, through the course's loop (early stopping on validation,
-    the best epoch kept): quantising after training moves each item to its nearest centroids,
-    and a few epochs let the model and the centroids adapt to that, as RecJPQ trains them
-    jointly. The file keeps its size: codes and codebooks have the same shapes."""
+    fixed, and every other weight unless ``only_codebooks``, through the course's loop (early
+    stopping on validation, the best epoch kept): quantising after training moves each item to
+    its nearest centroids, and a few epochs let the model and the centroids adapt to that, as
+    RecJPQ trains them jointly. The file keeps its size: codes and codebooks keep their shapes."""
     table = model.item_emb
     if not isinstance(table, PQEmbedding):
         raise TypeError(f"model.item_emb is a {type(table).__name__}; compress it with "
@@ -233,6 +233,9 @@ def finetune_codebooks(model: nn.Module, split: Split, config: TrainConfig, *,
     codebooks = nn.Parameter(table.codebooks.detach().clone())
     del table.codebooks  # a buffer becomes a parameter under the same state-dict name
     table.codebooks = codebooks
+    if only_codebooks:
+        for p in model.parameters():
+            p.requires_grad_(p is codebooks)
     result = train(model, split, config, progress=progress)
     table._dense = None
     return result

@@ -188,5 +188,12 @@ def test_finetuned_codebooks_learn_keep_the_codes_and_the_size(model):
     assert not torch.allclose(small.item_emb.weight, before)  # gradients reached the codebooks
     assert torch.equal(small.item_emb.weight[0], torch.zeros(16))  # PAD stays zero
     assert compress.model_size_mb(small) == pytest.approx(size, rel=0.01)
+    frozen = compress.compress_items(model, "pq", subspaces=4, centroids=8)
+    others = {k: v.clone() for k, v in frozen.state_dict().items() if not k.startswith("item_emb.")}
+    before = frozen.item_emb.weight.clone()
+    compress.finetune_codebooks(frozen, split, TrainConfig(epochs=1, batch_size=16, max_len=8, lr=1e-2),
+                                only_codebooks=True)
+    assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in others.items())  # the model stays as it was
+    assert not torch.allclose(frozen.item_emb.weight, before)  # only the centroids moved
     with pytest.raises(TypeError, match="compress_items"):
         compress.finetune_codebooks(model, split, TrainConfig(epochs=1))
