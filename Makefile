@@ -1,6 +1,7 @@
 # Two commands a new user needs (see README.md):
 #   make course   - set up, then execute every notebook headless (CPU profile) into build/
-#   make test     - set up, then run the unit tests and every notebook in the tiny `ci` profile
+#   make test     - set up, then run the unit tests, every notebook in the tiny `ci` profile and
+#                   the dry run of the `gpu` profile (make dry-run)
 PYTHON  ?= python3
 VENV    ?= .venv
 TORCH   ?= torch==2.13.0
@@ -14,7 +15,7 @@ BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test lab freeze clean student
+.PHONY: setup course test dry-run colab-check lab freeze clean student
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,34 @@ course: $(STAMP)
 test: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q tests
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks
+	$(MAKE) --no-print-directory dry-run
+
+# The gpu profile's code paths on a CPU (COURSE_DRY_RUN, helpers/profile.py): every notebook at window
+# 200 and width 128 on ml-100k, the ML-1M stand-in and Beauty, cut to 40 users and one epoch. Numbers
+# go to results/gpu-dry-run/, never results/gpu/. DRY_RUN=amp also trains under bf16 autocast (4x slower).
+DRY_RUN ?= 1
+dry-run: $(STAMP)
+	COURSE_PROFILE=gpu COURSE_DRY_RUN=$(DRY_RUN) TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks
+
+# Colab months from now: a fresh venv without constraints.txt, the course installed as Colab's cell does
+# (not editable) on the newest releases the ranges in pyproject.toml allow, then notebooks 01-03 in the
+# ci profile. torch stays $(TORCH): a newer torch from PyPI is a multi-GB CUDA build (Colab brings its
+# own); with TORCH_INDEX=https://download.pytorch.org/whl/cpu and TORCH=torch the newest CPU build.
+# The versions it used: build/colab-check/freeze.txt. Run it before each workshop (docs/workshop.md).
+COLAB_VENV ?= /tmp/colab-check-venv
+COLAB_NOTEBOOKS = $(wordlist 1,3,$(NOTEBOOKS))
+colab-check:
+	rm -rf $(COLAB_VENV) build/colab-check
+	mkdir -p build/colab-check
+	$(PYTHON) -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(COLAB_VENV)/bin/python -m pip install --quiet "$(TORCH)" $(if $(strip $(TORCH_INDEX)),--index-url $(strip $(TORCH_INDEX)))
+	$(COLAB_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager ".[test]" "$(TORCH)" \
+	    $(if $(strip $(TORCH_INDEX)),--extra-index-url $(strip $(TORCH_INDEX)))
+	$(COLAB_VENV)/bin/python -m pip freeze > build/colab-check/freeze.txt
+	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg COURSE_RESULTS_DIR=build/colab-check/results \
+	    COURSE_CACHE_DIR=build/colab-check/cache $(COLAB_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	    --nbval-lax $(COLAB_NOTEBOOKS)
 
 # The learner's edition: every notebook without its solutions (checked exercises stubbed, open
 # experiments' solutions removed), written to build/student/. Standard library only: no .venv needed.

@@ -112,18 +112,18 @@ PROFILES: dict[str, Profile] = {
 
 # What a dry run cuts: only sizes that decide how long a run takes, never which code runs. Kept
 # from the profile: max_len, hidden, n_layers, n_heads, datasets, text_max_tokens, eval_batch_size,
-# batch_size, the models compared, the number of online periods and privacy budgets (each is a
+# the models compared, the number of online periods and privacy budgets (each is a
 # branch of a loop), and every None that means "all" (max_steps, valid_users, online_eval_events).
 # Autocast is left as on a CPU (off) unless COURSE_DRY_RUN=amp: bfloat16 matrix products are emulated
 # on most CPUs (4x the time of the whole dry run); tests/test_gpu_path.py trains every registered
 # model under bfloat16 autocast and a T4's float16 with its gradient scaler instead.
 # compile_timing is off: torch.compile alone takes a minute on a CPU.
 DRY_RUN_CUTS = dict(
-    max_users=40, epochs=1, patience=1, n_bootstrap=20,
-    finetune_steps=2, finetune_batch_size=2, rerank_k=3, click_k=10, n_seeds=2,
+    max_users=40, batch_size=32, epochs=1, patience=1, n_bootstrap=20,
+    finetune_steps=2, finetune_batch_size=2, rerank_k=2, click_k=10, n_seeds=2,
     explain_users=8, load_requests=16, load_concurrency=8, latency_repeats=5, compile_timing=False,
     student_hidden=8, online_epochs=1, online_finetune_epochs=1, mia_epochs=2, dp_epochs=1,
-    dp_batch_size=10, mb_epochs=1, dry_run=True,
+    dp_batch_size=5, mb_epochs=1, dry_run=True,
 )
 
 

@@ -48,7 +48,7 @@ def test_an_explicit_profile_on_a_cpu_is_not_called_picked(results, monkeypatch,
 
 # ---------------------------------------------------------------- the dry run
 CODE_PATH_FIELDS = ("max_len", "hidden", "n_layers", "n_heads", "datasets", "text_max_tokens", "eval_batch_size",
-                    "batch_size", "text_model", "compare_models", "online_periods", "dp_epsilons",
+                    "text_model", "compare_models", "online_periods", "dp_epsilons",
                     "online_eval_events", "max_steps", "valid_users", "seed_models", "seed_dataset", "rerank_k")
 
 
