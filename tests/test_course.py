@@ -325,3 +325,16 @@ def test_constraints_pin_every_dependency_within_the_ranges_of_pyproject():
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is not in constraints.txt: run `make freeze`"
         assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} vs {requirement}"
+
+
+def test_make_colab_check_uses_no_constraints_keeps_torch_and_installs_like_colab(tmp_path):
+    recipe = make_dry_run("colab-check", f"COLAB_VENV={tmp_path / 'venv'}")
+    install = [line for line in recipe.splitlines() if "--upgrade-strategy eager" in line]
+    assert install and "constraints" not in recipe and " -e " not in install[0]  # as Colab's cell: no -c, not editable
+    assert '".[test]" "torch==2.13.0"' in install[0]  # a newer torch would be a multi-GB CUDA build
+    assert "COURSE_PROFILE=ci" in recipe and "01_data_cleaning.ipynb" in recipe and "04_bert4rec" not in recipe
+
+
+def test_make_test_runs_the_gpu_dry_run_of_every_notebook():
+    recipe = make_dry_run("test", "STAMP=Makefile")  # the stamp exists: no setup in the recipe
+    assert "COURSE_PROFILE=gpu COURSE_DRY_RUN=1" in recipe and "--nbval-lax notebooks" in recipe
