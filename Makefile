@@ -63,8 +63,8 @@ colab-check:
 	$(COLAB_VENV)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager ".[test]" "$(TORCH)" \
 	    $(if $(strip $(TORCH_INDEX)),--extra-index-url $(strip $(TORCH_INDEX)))
 	$(COLAB_VENV)/bin/python -m pip freeze > build/colab-check/freeze.txt
-	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg COURSE_RESULTS_DIR=build/colab-check/results \
-	    COURSE_CACHE_DIR=build/colab-check/cache $(COLAB_VENV)/bin/python -m pytest -q -p no:cacheprovider \
+	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg COURSE_RESULTS_DIR=$(CURDIR)/build/colab-check/results \
+	    COURSE_CACHE_DIR=$(CURDIR)/build/colab-check/cache $(COLAB_VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	    --nbval-lax $(COLAB_NOTEBOOKS)
 
 # The learner's edition: every notebook without its solutions (checked exercises stubbed, open
