@@ -249,8 +249,9 @@ def test_notebook_flops_by_hand(monkeypatch):
 def test_every_notebook_has_a_plan_and_the_gpu_profile_costs_more_than_cpu():
     notebooks = sorted(p.stem for p in course.checkout_root().glob("notebooks/0[1-9]_*.ipynb"))
     assert set(notebooks) <= set(budget.PLANS)
+    gpu, cpu = profile.PROFILES["gpu"], profile.PROFILES["cpu"]
     for name in notebooks[1:]:
-        assert budget.notebook_flops(name, profile.PROFILES["gpu"]) > budget.notebook_flops(name, profile.PROFILES["cpu"])
+        assert budget.notebook_flops(name, gpu) > budget.notebook_flops(name, cpu)
 
 
 def test_throughput_is_measured_once_per_device(tmp_path, monkeypatch):
