@@ -92,7 +92,7 @@ PROFILES: dict[str, Profile] = {
         mia_epochs=3, dp_epochs=2, dp_batch_size=75, dp_epsilons=(8.0,),
     ),
     "cpu": Profile(
-        name="cpu", max_users=None, max_len=50, epochs=20, batch_size=256,
+        name="cpu", max_users=None, max_len=50, epochs=30, batch_size=256,
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
         max_steps=900, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
