@@ -335,6 +335,8 @@ def test_make_colab_check_uses_no_constraints_keeps_torch_and_installs_like_cola
     assert "COURSE_PROFILE=ci" in recipe and "01_data_cleaning.ipynb" in recipe and "04_bert4rec" not in recipe
 
 
-def test_make_test_runs_the_gpu_dry_run_of_every_notebook():
+def test_make_test_runs_both_editions_the_ci_profile_and_the_gpu_dry_run():
     recipe = make_dry_run("test", "STAMP=Makefile")  # the stamp exists: no setup in the recipe
-    assert "COURSE_PROFILE=gpu COURSE_DRY_RUN=1" in recipe and "--nbval-lax notebooks" in recipe
+    assert "COURSE_PROFILE=ci" in recipe and "--nbval-lax notebooks" in recipe  # the solutions
+    assert "make_student.py --out build/student" in recipe  # the learner's edition, then its dry run
+    assert "COURSE_PROFILE=gpu COURSE_DRY_RUN=1" in recipe and "--nbval-lax build/student" in recipe
