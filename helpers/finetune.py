@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from transformers import (AutoModelForSequenceClassification, PretrainedConfig, PreTrainedTokenizerBase,
                           get_linear_schedule_with_warmup)
 
+from helpers import behaviour_metrics
 from helpers.course import default_device, quiet, seed_everything
 from helpers.text import resolve_model
 from helpers.textdata import loader
@@ -138,18 +139,6 @@ def majority_baseline(train_labels: np.ndarray, labels: np.ndarray, n_labels: in
                                        zero_division=0))}
 
 
-def _macro_f1(pred: np.ndarray, labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """Macro-F1 of each row of ``pred`` (R, N) against ``labels`` (R, N); an empty class scores 0
-    (as scikit-learn's ``zero_division=0``)."""
-    f1 = []
-    for c in range(n_labels):
-        tp = ((pred == c) & (labels == c)).sum(1)
-        fp = ((pred == c) & (labels != c)).sum(1)
-        fn = ((pred != c) & (labels == c)).sum(1)
-        f1.append(np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(tp)), where=(2 * tp + fp + fn) > 0))
-    return np.mean(f1, axis=0)
-
-
 def macro_f1_gain(pred: np.ndarray, baseline: np.ndarray, labels: np.ndarray, n_labels: int, *,
                   level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> dict[str, float]:
     """Macro-F1 of ``pred`` minus that of ``baseline`` on the same examples, with a paired
@@ -159,9 +148,14 @@ def macro_f1_gain(pred: np.ndarray, baseline: np.ndarray, labels: np.ndarray, n_
     ``pred``, ``baseline``, ``labels``: (N,) class ids. Returns gain, lo, hi.
     """
     pred, baseline, labels = (np.asarray(a) for a in (pred, baseline, labels))
-    rows = np.random.default_rng(seed).integers(0, len(labels), (n_resamples, len(labels)))  # (R, N)
-    gains = _macro_f1(pred[rows], labels[rows], n_labels) - _macro_f1(baseline[rows], labels[rows], n_labels)
-    point = _macro_f1(pred[None], labels[None], n_labels)[0] - _macro_f1(baseline[None], labels[None], n_labels)[0]
+
+    def gain(rows: np.ndarray) -> float:
+        return (behaviour_metrics.summary(labels[rows], pred[rows], n_labels)["macro_f1"]
+                - behaviour_metrics.summary(labels[rows], baseline[rows], n_labels)["macro_f1"])
+
+    rng = np.random.default_rng(seed)
+    gains = [gain(rng.integers(0, len(labels), len(labels))) for _ in range(n_resamples)]
+    point = gain(np.arange(len(labels)))
     lo, hi = np.quantile(gains, [(1 - level) / 2, (1 + level) / 2])
     return {"gain": float(point), "lo": float(lo), "hi": float(hi)}
 
