@@ -241,3 +241,28 @@ def test_text_model_path_that_does_not_exist_is_named(tmp_path):
         with pytest.raises(FileNotFoundError, match=r"text model folder .*(no-model|minilm|a/b/c) does not exist"):
             text.resolve_model(missing)
     assert text.resolve_model("org/model") == "org/model"  # a hub id is passed on
+
+
+def test_reuse_takes_known_rows_and_encodes_only_the_new_texts(fake_encoder):
+    model, folder, calls = fake_encoder
+    known = text.encode(TEXTS, model, cache_dir=folder)  # (4, 3), rows 0..3 of the fake encoder
+    changed = [TEXTS[2], "", "Heat (1995). Genres: Drama.", TEXTS[1], "Heat (1995). Genres: Drama."]
+    out = text.encode(changed, model, cache_dir=folder, reuse=(TEXTS, known))
+    assert calls == [4, 1]  # the one new text (twice in the list) is encoded once
+    assert torch.equal(out[0], known[2]) and torch.equal(out[3], known[1])
+    assert torch.equal(out[1], torch.zeros(3))
+    assert torch.equal(out[2], out[4]) and not torch.equal(out[2], known[3])
+    reordered = text.encode(changed[::-1], model, cache_dir=folder, reuse=(TEXTS, known))
+    assert torch.equal(reordered, out.flip(0)) and calls == [4, 1]  # the new text's entry is a hit
+    again = text.encode(TEXTS, model, cache_dir=folder, reuse=(TEXTS, known))
+    assert torch.equal(again[1:], known[1:]) and torch.equal(again[0], torch.zeros(3)) and calls == [4, 1]
+    with pytest.raises(ValueError, match="one \\(D,\\) row per text: 4 texts and vectors of shape \\(3, 3\\)"):
+        text.encode(changed, model, cache_dir=folder, reuse=(TEXTS, known[:3]))
+
+
+@needs_minilm
+def test_reuse_agrees_with_encoding_everything(minilm_cache):
+    folder, vectors = minilm_cache
+    changed = [TEXTS[0], TEXTS[1], "Heat (1995). Genres: Crime, Drama."]
+    assert torch.allclose(text.encode(changed, cache_dir=folder, reuse=(TEXTS, vectors), progress=False),
+                          text.encode(changed, cache_dir=folder, progress=False), atol=1e-5)
