@@ -29,18 +29,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import BertConfig, BertForMaskedLM
-
 from helpers.batches import bucketed_batches
 from helpers.ids import IGNORE, PAD, mask_id, vocab_size
 from helpers.losses import full_cross_entropy
 from helpers.profile import Profile
 from helpers.sequences import pad_left
+
+if TYPE_CHECKING:  # transformers is imported when a BERT4Rec is built: 2 s that SASRec users never pay
+    from transformers import BertConfig, BertForMaskedLM
 
 
 @dataclass
@@ -75,6 +77,8 @@ class BERT4RecConfig:
 
 def bert_config(config: BERT4RecConfig) -> BertConfig:
     """The Hugging Face config for item ids: vocabulary PAD + items + MASK, one token type."""
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=vocab_size(config.n_items, with_mask=True),
         hidden_size=config.hidden,
@@ -189,6 +193,8 @@ class BERT4Rec(nn.Module):
     """The stock ``BertForMaskedLM`` over item ids, with the course's forward and score."""
 
     def __init__(self, config: BERT4RecConfig):
+        from transformers import BertForMaskedLM
+
         super().__init__()
         self.config = config
         self.mlm = BertForMaskedLM(bert_config(config))
