@@ -15,7 +15,7 @@ BIN      = $(VENV)/bin
 STAMP    = $(VENV)/.installed
 NOTEBOOKS = $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 
-.PHONY: setup course test notebooks-ci dry-run colab-check lab freeze clean student
+.PHONY: setup course test unit unit-then-notebooks-ci notebooks-ci dry-run colab-check lab freeze clean student
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,17 @@ course: $(STAMP)
 	    --mathjax-url "$$($(BIN)/python tools/offline_mathjax.py build/html/mathjax)" $(NOTEBOOKS)
 	@echo "Open build/html/index.html in a browser; numbers recorded by the notebooks are in results/$(PROFILE)/."
 
-# The two notebook passes run side by side (each kernel keeps about one core busy); they share no
-# cache entry (other profiles, other keys) and each pass's output is printed whole when it ends.
+# Two jobs side by side (each keeps about one core busy): the unit tests then the ci-profile notebooks,
+# and the learner's gpu dry run. The passes share no cache entry (other profiles, other keys); each
+# job's output is printed whole when it ends.
 test: $(STAMP)
+	$(MAKE) --no-print-directory -j2 --output-sync=target unit-then-notebooks-ci dry-run
+
+unit: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q tests
-	$(MAKE) --no-print-directory -j2 --output-sync=target notebooks-ci dry-run
+
+unit-then-notebooks-ci: unit
+	$(MAKE) --no-print-directory notebooks-ci
 
 notebooks-ci: $(STAMP)
 	COURSE_PROFILE=ci TQDM_DISABLE=1 MPLBACKEND=agg $(BIN)/python -m pytest -q --nbval-lax notebooks

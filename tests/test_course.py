@@ -338,5 +338,6 @@ def test_make_colab_check_uses_no_constraints_keeps_torch_and_installs_like_cola
 def test_make_test_runs_both_editions_the_ci_profile_and_the_gpu_dry_run():
     recipe = make_dry_run("test", "STAMP=Makefile")  # the stamp exists: no setup in the recipe
     assert "COURSE_PROFILE=ci" in recipe and "--nbval-lax notebooks" in recipe  # the solutions
+    assert "-m pytest -q tests" in recipe  # the unit tests, before the ci notebooks, beside the dry run
     assert "make_student.py --out build/student" in recipe  # the learner's edition, then its dry run
     assert "COURSE_PROFILE=gpu COURSE_DRY_RUN=1" in recipe and "--nbval-lax build/student" in recipe
