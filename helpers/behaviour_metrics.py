@@ -30,26 +30,66 @@ def per_class(m: np.ndarray) -> pd.DataFrame:
 
 def summary(y: np.ndarray, pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy and macro-F1 (the unweighted mean of the per-class F1)."""
-    return {"accuracy": float(np.mean(np.asarray(y) == np.asarray(pred))),
-            "macro_f1": float(per_class(confusion(y, pred, n_classes)).f1.mean())}
+    return _scores(confusion(y, pred, n_classes))
+
+
+def _scores(m: np.ndarray) -> dict[str, float]:
+    """:func:`summary` read off a (C, C) confusion matrix, so a resample (a sum of per-user
+    matrices) is scored by the same definition as the full data."""
+    return {"accuracy": float(np.trace(m) / m.sum()), "macro_f1": float(per_class(m).f1.mean())}
+
+
+def _user_draws(y: np.ndarray, preds: list[np.ndarray], groups: np.ndarray, n_classes: int,
+                n_resamples: int, seed: int) -> list[pd.DataFrame]:
+    """Scores of each prediction array (each (N,)) on ``n_resamples`` resamples of users drawn
+    with replacement: one (n_resamples, 2) frame per array. Every array sees the same users in
+    each resample, so differences between them are paired."""
+    users, inverse = np.unique(groups, return_inverse=True)
+    # one confusion matrix per user and model, (U, C*C); a resample's is the sum of its users'
+    per_user = []
+    for pred in preds:
+        counts = np.zeros((len(users), n_classes * n_classes))
+        np.add.at(counts, (inverse, np.asarray(y) * n_classes + np.asarray(pred)), 1)
+        per_user.append(counts)
+    rng = np.random.default_rng(seed)
+    draws = [[] for _ in preds]
+    for _ in range(n_resamples):
+        pick = rng.integers(0, len(users), len(users))  # (U,) users, with replacement
+        for out, counts in zip(draws, per_user):
+            out.append(_scores(counts[pick].sum(0).reshape(n_classes, -1)))
+    return [pd.DataFrame(out) for out in draws]
 
 
 def user_bootstrap(y: np.ndarray, pred: np.ndarray, groups: np.ndarray, n_classes: int,
                    n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """Percentile CIs of :func:`summary` over users drawn with replacement: one row per metric."""
-    users, inverse = np.unique(groups, return_inverse=True)
-    # one confusion matrix per user; a resample's matrix is the sum of its users' matrices
-    per_user = np.zeros((len(users), n_classes * n_classes))
-    np.add.at(per_user, (inverse, np.asarray(y) * n_classes + np.asarray(pred)), 1)
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_resamples):
-        m = per_user[rng.integers(0, len(users), len(users))].sum(0).reshape(n_classes, -1)
-        draws.append({"accuracy": np.trace(m) / m.sum(), "macro_f1": per_class(m).f1.mean()})
-    draws = pd.DataFrame(draws)
+    (draws,) = _user_draws(y, [pred], groups, n_classes, n_resamples, seed)
     alpha = (1 - level) / 2
     point = summary(y, pred, n_classes)
     return pd.DataFrame({"value": point, "lo": draws.quantile(alpha), "hi": draws.quantile(1 - alpha)})
+
+
+def paired_user_bootstrap(y: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, groups: np.ndarray,
+                          n_classes: int, n_resamples: int = 1000, seed: int = 0,
+                          level: float = 0.95) -> pd.DataFrame:
+    """Which of two models wins: the difference a - b of :func:`summary`, with a percentile CI.
+
+    ``y``, ``pred_a``, ``pred_b`` and ``groups`` are (N,): the true class, each model's predicted
+    class and the user of each example. Users are drawn with replacement and the *same* draw
+    scores both models (paired), so the user-to-user variance both share cancels in the
+    difference. One row per metric (accuracy, macro_f1); columns ``a``, ``b``, ``diff`` on the
+    full data and ``lo``, ``hi`` the CI of the difference.
+    """
+    y, pred_a, pred_b = np.asarray(y), np.asarray(pred_a), np.asarray(pred_b)
+    if not (y.shape == pred_a.shape == pred_b.shape == np.shape(groups)) or y.ndim != 1:
+        raise ValueError(f"need (N,) arrays, got y {y.shape}, a {pred_a.shape}, b {pred_b.shape}, "
+                         f"groups {np.shape(groups)}")
+    draws_a, draws_b = _user_draws(y, [pred_a, pred_b], groups, n_classes, n_resamples, seed)
+    diff = draws_a - draws_b  # (n_resamples, 2)
+    alpha = (1 - level) / 2
+    a, b = pd.Series(summary(y, pred_a, n_classes)), pd.Series(summary(y, pred_b, n_classes))
+    return pd.DataFrame({"a": a, "b": b, "diff": a - b, "lo": diff.quantile(alpha),
+                         "hi": diff.quantile(1 - alpha)})
 
 
 def reliability(probs: np.ndarray, y: np.ndarray, n_bins: int = 10) -> tuple[pd.DataFrame, float]:

@@ -153,6 +153,60 @@ def test_user_bootstrap_brackets_the_value():
     assert ((ci.lo <= ci.value) & (ci.value <= ci.hi)).all()
 
 
+def test_paired_user_bootstrap_of_identical_predictions_is_exactly_zero():
+    rng = np.random.default_rng(2)
+    y, pred, groups = rng.integers(0, 3, 300), rng.integers(0, 3, 300), rng.integers(0, 30, 300)
+    c = behaviour_metrics.paired_user_bootstrap(y, pred, pred, groups, 3, n_resamples=200)
+    # the same users score both models in every resample, so each resampled difference is 0
+    assert (c[["diff", "lo", "hi"]] == 0).all().all()
+
+
+def test_paired_user_bootstrap_by_hand():
+    # four users, two examples each (classes 0 then 1); a is always right, b swaps user 3's two
+    y = np.array([0, 1] * 4)
+    groups = np.repeat([0, 1, 2, 3], 2)
+    pred_b = y.copy()
+    pred_b[groups == 3] = [1, 0]
+    c = behaviour_metrics.paired_user_bootstrap(y, y, pred_b, groups, 2, n_resamples=500, seed=0)
+    # b: 6 of 8 right; per class precision = recall = 3/4, so F1 3/4 and macro-F1 3/4
+    assert np.allclose(c["a"], [1, 1]) and np.allclose(c["b"], [6 / 8, 3 / 4])
+    assert np.allclose(c["diff"], [1 / 4, 1 / 4])
+    # a resample without user 3 (probability (3/4)^4 = 0.32) ties: the CI starts at 0, never below
+    assert (c.lo == 0).all() and (c.hi >= 1 / 4).all()
+    # b wrong on half the users: a resample has to miss all five of them to tie, so the CI excludes 0
+    y10, groups10 = np.array([0, 1] * 10), np.repeat(np.arange(10), 2)
+    pred_b10 = np.where(groups10 < 5, 1 - y10, y10)
+    c10 = behaviour_metrics.paired_user_bootstrap(y10, y10, pred_b10, groups10, 2, n_resamples=500, seed=0)
+    assert np.isclose(c10.loc["accuracy", "diff"], 0.5)
+    assert ((c10.lo > 0) & (c10.lo <= c10["diff"]) & (c10["diff"] <= c10.hi)).all()
+
+
+def test_paired_user_bootstrap_resamples_users_not_examples():
+    # user 0 has 100 examples, all of them wrong for b; nine users have one example, right for both
+    y = np.zeros(109, dtype=int)
+    groups = np.concatenate([np.zeros(100, dtype=int), np.arange(1, 10)])
+    pred_b = np.where(groups == 0, 1, 0)
+    by_user = behaviour_metrics.paired_user_bootstrap(y, y, pred_b, groups, 2, n_resamples=500)
+    by_example = behaviour_metrics.paired_user_bootstrap(y, y, pred_b, np.arange(109), 2, n_resamples=500)
+    assert np.isclose(by_user.loc["accuracy", "diff"], 100 / 109)
+    # user 0's 100 examples come or go together: about a third of the resamples miss them (diff 0)
+    assert by_user.loc["accuracy", "lo"] == 0
+    # drawn one by one, the 100 examples never all go missing: the interval stays near 100/109
+    assert by_example.loc["accuracy", "lo"] > 0.8
+
+
+def test_paired_user_bootstrap_is_seeded():
+    rng = np.random.default_rng(3)
+    y, a, b, groups = (rng.integers(0, 3, 300), rng.integers(0, 3, 300), rng.integers(0, 3, 300),
+                       rng.integers(0, 30, 300))
+    first = behaviour_metrics.paired_user_bootstrap(y, a, b, groups, 3, n_resamples=100, seed=5)
+    again = behaviour_metrics.paired_user_bootstrap(y, a, b, groups, 3, n_resamples=100, seed=5)
+    other = behaviour_metrics.paired_user_bootstrap(y, a, b, groups, 3, n_resamples=100, seed=6)
+    pd.testing.assert_frame_equal(first, again)
+    assert not first[["lo", "hi"]].equals(other[["lo", "hi"]])
+    assert np.allclose(first["diff"], other["diff"])  # the full-data difference needs no draw
+
+
 def test_reliability_by_hand():
     probs = np.array([[0.9, 0.1], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
     y = np.array([0, 1, 0, 1])
