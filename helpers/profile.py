@@ -84,7 +84,7 @@ PROFILES: dict[str, Profile] = {
         name="ci", max_users=300, max_len=20, epochs=2, batch_size=128,
         eval_batch_size=256, hidden=32, n_layers=1, n_heads=1, dropout=0.2,
         lr=1e-3, patience=1, n_bootstrap=100, datasets=("ml-100k", "beauty"),
-        finetune_steps=4, text_max_tokens=64, finetune_batch_size=8, rerank_k=3, click_k=10,
+        finetune_steps=4, text_max_tokens=32, finetune_batch_size=8, rerank_k=3, click_k=10,
         compare_models=("pop", "markov", "itemknn", "sasrec"), n_seeds=2,
         explain_users=30, load_requests=40, load_concurrency=16, latency_repeats=30, compile_timing=False,
         student_hidden=8,
@@ -112,8 +112,9 @@ PROFILES: dict[str, Profile] = {
 
 # What a dry run cuts: only sizes that decide how long a run takes, never which code runs. Kept
 # from the profile: max_len, hidden, n_layers, n_heads, datasets, text_max_tokens, eval_batch_size,
-# the models compared, the number of online periods and privacy budgets (each is a
-# branch of a loop), and every None that means "all" (max_steps, valid_users, online_eval_events).
+# the models compared and the privacy budgets (each is a branch of a loop), and every None that
+# means "all" (max_steps, valid_users, online_eval_events). The online periods are cut to 3: each
+# period replays the same code, so their number decides the time, not the paths.
 # Autocast is left as on a CPU (off) unless COURSE_DRY_RUN=amp: bfloat16 matrix products are emulated
 # on most CPUs (4x the time of the whole dry run); tests/test_gpu_path.py trains every registered
 # model under bfloat16 autocast and a T4's float16 with its gradient scaler instead.
@@ -123,7 +124,7 @@ DRY_RUN_CUTS = dict(
     finetune_steps=2, finetune_batch_size=2, rerank_k=2, click_k=10, n_seeds=2,
     explain_users=8, load_requests=16, load_concurrency=8, latency_repeats=5, compile_timing=False,
     student_hidden=8, online_epochs=1, online_finetune_epochs=1, mia_epochs=2, dp_epochs=1,
-    dp_batch_size=5, mb_epochs=1, dry_run=True,
+    dp_batch_size=5, mb_epochs=1, online_periods=3, dry_run=True,
 )
 
 

@@ -48,7 +48,7 @@ def test_an_explicit_profile_on_a_cpu_is_not_called_picked(results, monkeypatch,
 
 # ---------------------------------------------------------------- the dry run
 CODE_PATH_FIELDS = ("max_len", "hidden", "n_layers", "n_heads", "datasets", "text_max_tokens", "eval_batch_size",
-                    "text_model", "compare_models", "online_periods", "dp_epsilons",
+                    "text_model", "compare_models", "dp_epsilons",
                     "online_eval_events", "max_steps", "valid_users", "seed_models", "seed_dataset", "rerank_k")
 
 
@@ -58,7 +58,7 @@ def test_the_dry_run_keeps_what_decides_the_code_and_cuts_what_decides_the_time(
     kept = [f for f in CODE_PATH_FIELDS if f != "rerank_k"]
     assert {f: getattr(dry, f) for f in kept} == {f: getattr(gpu, f) for f in kept}
     assert dry.name == "gpu" and dry.dry_run and dry.amp is None  # autocast as on a CPU: off
-    assert dry.max_users == 40 and dry.epochs == 1 and dry.finetune_steps == 2
+    assert dry.max_users == 40 and dry.epochs == 1 and dry.finetune_steps == 2 and dry.online_periods == 3
     cut = {f.name for f in dataclasses.fields(profile.Profile)} & set(profile.DRY_RUN_CUTS)
     assert not cut & set(kept)
     monkeypatch.setenv(profile.DRY_RUN_ENV, "amp")
