@@ -242,16 +242,13 @@ def _encode_new(texts: list[str], reuse: tuple[Sequence[str], Tensor], encode_fn
         shape = tuple(known.shape) if isinstance(known, Tensor) else type(known).__name__
         raise ValueError(f"reuse must be (texts, vectors) with one (D,) row per text: {len(known_texts)} "
                          f"texts and vectors of shape {shape}")
-    row = {str(t): i for i, t in enumerate(known_texts)}
+    row = {str(t): i for i, t in enumerate(known_texts)}  # text -> its row in `table`
     new = sorted({t for t in texts if t and t not in row})  # sorted: the same entry whatever the order
+    table = torch.cat([known, encode_fn(new)]) if new else known  # (K + len(new), D)
+    row.update({t: len(known) + i for i, t in enumerate(new)})
     out = torch.zeros(len(texts), known.shape[1], dtype=known.dtype)  # "" stays zero
-    if new:
-        fresh = encode_fn(new)  # (len(new), D)
-        at = {t: i for i, t in enumerate(new)}
-        rows = [i for i, t in enumerate(texts) if t in at]
-        out[rows] = fresh[[at[texts[i]] for i in rows]]
-    rows = [i for i, t in enumerate(texts) if t and t in row]
-    out[rows] = known[[row[texts[i]] for i in rows]]
+    filled = [i for i, t in enumerate(texts) if t]
+    out[filled] = table[[row[texts[i]] for i in filled]]
     return out
 
 
