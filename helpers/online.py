@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from helpers import metrics
 from helpers.evaluate import EvalResult, evaluate
 from helpers.ids import IGNORE, PAD, check_id, short_repr, user_key
 from helpers.split import EvalSet, user_sequences
@@ -230,8 +231,14 @@ class StreamResult:
     periods: pd.DataFrame  # period, events, ndcg@10, hr@10, update_s, trained_targets, seen_until, first_event
     results: list[EvalResult]  # per period, aligned with `events`
     events: list[pd.DataFrame]  # per period: user_id, item_id, timestamp, order of each evaluated event
-    forgetting: float  # NDCG@10 on period 0 just after learning it minus at the end
+    learned: np.ndarray  # (N0,) NDCG@10 of each evaluated event of period 0 just after learning it
+    final: np.ndarray  # (N0,) the same events' NDCG@10 with the model at the end of the stream
     model: nn.Module = field(repr=False)
+
+    @property
+    def forgetting(self) -> float:
+        """Mean NDCG@10 on period 0 just after learning it minus at the end (> 0: forgotten)."""
+        return float(self.learned.mean() - self.final.mean())
 
 
 def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Callable[[int], nn.Module], *,
@@ -250,7 +257,7 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
     model = copy.deepcopy(base).eval()
     seen_until = int(stream.events.loc[stream.events["period"] < 0, "order"].max())
-    rows, results, infos, just_learned = [], [], [], float("nan")
+    rows, results, infos, learned = [], [], [], np.zeros(0)
     evals = [stream.period_eval(p, max_events, seed) for p in range(stream.n_periods)]
     for p in range(stream.n_periods):
         n_items = stream.n_items_by(p)
@@ -274,11 +281,11 @@ def run_stream(stream: Stream, base: nn.Module, strategy: str, make_model: Calla
         if strategy != "frozen":
             seen_until = int(stream.events.loc[stream.events["period"] <= p, "order"].max())
         if p == 0:
-            just_learned = evaluate(model, eval_set, n_items, ks=(10,)).summary()["ndcg@10"]
+            learned = evaluate(model, eval_set, n_items, ks=(10,)).metrics["ndcg@10"]
         results.append(result)
         infos.append(info)
-    final = evaluate(model, evals[0][0], stream.n_items_by(0), ks=(10,), subset=True).summary()["ndcg@10"]
-    return StreamResult(strategy, pd.DataFrame(rows), results, infos, just_learned - final, model)
+    final = evaluate(model, evals[0][0], stream.n_items_by(0), ks=(10,), subset=True).metrics["ndcg@10"]
+    return StreamResult(strategy, pd.DataFrame(rows), results, infos, learned, final, model)
 
 
 def first_recommended(stream: Stream, result: StreamResult) -> pd.DataFrame:
@@ -446,3 +453,45 @@ def summary(results: dict[str, StreamResult], reference: str = "retrain") -> pd.
         table[f"ndcg vs {reference}"] = table["ndcg@10"] / ref["ndcg@10"] - 1
         table[f"compute vs {reference}"] = table["targets trained"] / ref["targets trained"]
     return table
+
+
+def paired_gaps(results: dict[str, StreamResult], reference: str = "retrain", metric: str = "ndcg@10",
+                n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Each strategy against ``reference`` on the same evaluated events, paired.
+
+    Every strategy is scored on the same sampled events of every period, so the per-event
+    differences (N,) (all periods pooled) go to :func:`helpers.metrics.paired_comparison`:
+    ``diff`` = strategy - reference with a bootstrap CI over events, and the Wilcoxon p-value.
+    ``relative`` (and its CI) divides by the reference's mean, held fixed. Pooled means equal
+    the mean of per-period means when every period evaluates as many events (``max_events``).
+    """
+    ref = results[reference]
+    ref_order = np.concatenate([info["order"].to_numpy() for info in ref.events])
+    ref_values = np.concatenate([r.metrics[metric] for r in ref.results])  # (N,)
+    rows = {}
+    for name, r in results.items():
+        if name == reference:
+            continue
+        order = np.concatenate([info["order"].to_numpy() for info in r.events])
+        if not np.array_equal(order, ref_order):
+            raise ValueError(f"{name} and {reference} were not scored on the same events")
+        out = metrics.paired_comparison(np.concatenate([x.metrics[metric] for x in r.results]), ref_values,
+                                        level, n_resamples, seed)
+        scale = out["mean_b"]
+        rows[name] = {metric: out["mean_a"], reference: out["mean_b"], "diff": out["diff"],
+                      "diff lo": out["ci_low"], "diff hi": out["ci_high"], "relative": out["diff"] / scale,
+                      "relative lo": out["ci_low"] / scale, "relative hi": out["ci_high"] / scale,
+                      "p": out["p_wilcoxon"], "events": len(ref_values)}
+    return pd.DataFrame(rows).T.rename_axis("strategy")
+
+
+def forgetting_ci(results: dict[str, StreamResult], n_resamples: int = 1000, seed: int = 0,
+                  level: float = 0.95) -> pd.DataFrame:
+    """Forgetting of each strategy with a paired bootstrap CI over period 0's events: NDCG@10 just
+    after learning period 0 (``learned``, (N0,)) minus at the end (``final``, the same events)."""
+    rows = {}
+    for name, r in results.items():
+        out = metrics.paired_comparison(r.learned, r.final, level, n_resamples, seed)
+        rows[name] = {"just after": out["mean_a"], "at the end": out["mean_b"], "forgetting": out["diff"],
+                      "lo": out["ci_low"], "hi": out["ci_high"], "events": len(r.learned)}
+    return pd.DataFrame(rows).T.rename_axis("strategy")

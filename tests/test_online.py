@@ -198,3 +198,56 @@ def test_first_recommended_finds_the_first_top10_of_each_new_item():
         hits = ts[(top == row.item_id).any(1)]
         assert (np.isnan(row.first_top10_ts) and len(hits) == 0) or row.first_top10_ts == hits.min()
         assert np.isnan(row.hours) or row.first_top10_ts >= row.joined_ts
+
+
+def _stream_result(name: str, periods: list[list[float]], orders: list[list[int]],
+                   learned=(1.0,), final=(1.0,)) -> online.StreamResult:
+    """A StreamResult holding only what paired_gaps and forgetting_ci read: per-event NDCG@10."""
+    from helpers.evaluate import EvalResult
+
+    def result(values):
+        n = len(values)
+        return EvalResult({"ndcg@10": np.asarray(values, dtype=np.float64)}, np.arange(n), np.ones(n, dtype=np.int64),
+                          np.zeros((n, 10), dtype=np.int64), np.zeros(n), np.zeros(n), np.ones(n), "toy")
+
+    return online.StreamResult(name, pd.DataFrame(), [result(v) for v in periods],
+                               [pd.DataFrame({"order": o}) for o in orders], np.asarray(learned, dtype=np.float64),
+                               np.asarray(final, dtype=np.float64), model=None)
+
+
+def test_paired_gaps_pair_events_across_periods_by_hand():
+    orders = [[10, 11], [20, 21]]
+    runs = {"retrain": _stream_result("retrain", [[0.5, 0.0], [0.5, 0.0]], orders),
+            "finetune": _stream_result("finetune", [[1.0, 0.0], [0.5, 0.5]], orders)}
+    table = online.paired_gaps(runs, n_resamples=200)
+    row = table.loc["finetune"]
+    # per-event differences .5, 0, 0, .5: mean .25 on a reference mean of .25 -> +100%
+    assert row["ndcg@10"] == 0.5 and row["retrain"] == 0.25 and row["diff"] == 0.25 and row["relative"] == 1.0
+    assert 0 <= row["diff lo"] <= 0.25 <= row["diff hi"] <= 0.5
+    assert row["relative lo"] == row["diff lo"] / 0.25 and row["events"] == 4 and list(table.index) == ["finetune"]
+    runs["late"] = _stream_result("late", [[1.0, 0.0], [0.5, 0.5]], [[10, 11], [20, 22]])
+    with pytest.raises(ValueError, match="same events"):
+        online.paired_gaps(runs)
+
+
+def test_forgetting_ci_is_the_paired_drop_on_period_0_by_hand():
+    runs = {"finetune": _stream_result("finetune", [[0.0]], [[1]], learned=[1.0, 0.5, 0.0], final=[0.5, 0.5, 0.0]),
+            "frozen": _stream_result("frozen", [[0.0]], [[1]], learned=[0.2, 0.4], final=[0.2, 0.4])}
+    table = online.forgetting_ci(runs, n_resamples=200)
+    assert table.loc["finetune", "forgetting"] == pytest.approx(0.5 / 3) == runs["finetune"].forgetting
+    assert table.loc["finetune", "lo"] >= 0 and table.loc["finetune", "hi"] <= 0.5
+    assert tuple(table.loc["frozen", ["forgetting", "lo", "hi"]]) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("strategy", ["frozen", "finetune"])
+def test_run_stream_keeps_period_0_scores_for_forgetting(strategy):
+    stream = online.time_stream(_log(), start=0.5, n_periods=2)
+    result = online.run_stream(stream, _model(stream.n_items_by(-1)), strategy, _model, epochs=1,
+                               finetune_epochs=2, lr=5e-2, batch_size=8)
+    assert result.learned.shape == result.final.shape == result.results[0].metrics["ndcg@10"].shape
+    assert result.forgetting == pytest.approx(result.learned.mean() - result.final.mean())
+    if strategy == "frozen":  # nothing was learned: the same weights score period 0 the same
+        assert np.array_equal(result.learned, result.results[0].metrics["ndcg@10"])
+        assert np.array_equal(result.learned, result.final)
+    else:  # learned after the update of period 0, not before it
+        assert not np.array_equal(result.learned, result.results[0].metrics["ndcg@10"])

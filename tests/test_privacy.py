@@ -97,6 +97,55 @@ def test_attack_auc_by_hand_and_against_sklearn():
     assert privacy.attack_auc(m, n) == pytest.approx(roc_auc_score(labels, -np.r_[m, n]))
 
 
+def test_auc_ci_is_delongs_by_hand():
+    # members 1, 3 vs non-members 2, 4: wins (1<2, 1<4, 3>2, 3<4) -> AUC 3/4; each member's share
+    # of non-members beaten (1, 1/2) and each non-member's share of members below it (1/2, 1):
+    # var = var([1, .5]) / 2 + var([.5, 1]) / 2 = .125 / 2 + .125 / 2 = .125 (ddof 1)
+    auc, low, high = privacy.auc_ci([1.0, 3.0], [2.0, 4.0])
+    half = 1.959963984540054 * np.sqrt(0.125)
+    assert auc == 0.75 and low == pytest.approx(0.75 - half) and high == 1.0  # clipped at 1
+    # ties count 1/2 in the placements too: members 1, 2 vs 1, 2 -> AUC 1/2, v = (3/4, 1/4) both,
+    # se = sqrt(.125) as above: .5 -+ .69 is clipped to [0, 1]
+    assert privacy.auc_ci([1.0, 2.0], [1.0, 2.0]) == (0.5, 0.0, 1.0)
+    with pytest.raises(ValueError):
+        privacy.auc_ci([1.0], [2.0, 3.0])
+
+
+def test_auc_ci_covers_a_known_auc_about_95_times_in_100():
+    # scores N(0,1) vs N(1,1): the true AUC is Phi(1 / sqrt 2) = .7602
+    rng = np.random.default_rng(0)
+    covered = [low <= 0.7602 <= high for low, high in
+               (privacy.auc_ci(rng.normal(0, 1, 60), rng.normal(1, 1, 80))[1:] for _ in range(200))]
+    assert 0.9 <= np.mean(covered) <= 0.99
+
+
+def test_calibrated_losses_subtract_the_reference_models_loss():
+    seqs = [np.array([1, 2, 3, 4, 5, 6, 7, 8]), np.array([4, 5, 9])]
+    model, other = _model(), _model()
+    torch.manual_seed(1)
+    other.item_emb.weight.data.normal_()
+    expected = privacy.sequence_losses(model, seqs) - privacy.sequence_losses(other, seqs)
+    assert np.allclose(privacy.calibrated_losses(model, other, seqs), expected) and not np.allclose(expected, 0)
+    assert np.array_equal(privacy.calibrated_losses(model, model, seqs), np.zeros(2))
+
+
+def test_calibration_removes_how_easy_a_user_is():
+    """Members fitted a little better than outsiders, but users' difficulty varies far more: the
+    plain loss hides membership, the loss minus a reference's (difficulty alone) shows it."""
+    rng = np.random.default_rng(0)
+    difficulty = rng.normal(5, 1, 400)  # (400,) what any model's loss on the user is
+    member = np.arange(400) < 200
+    target = difficulty - 0.2 * member + rng.normal(0, 0.05, 400)
+    reference = difficulty + rng.normal(0, 0.05, 400)
+    plain = privacy.attack_auc(target[member], target[~member])
+    calibrated = privacy.attack_auc((target - reference)[member], (target - reference)[~member])
+    assert plain < 0.6 and calibrated > 0.95
+
+
+def test_default_delta_is_a_tenth_of_one_over_n():
+    assert privacy.default_delta(50) == 1 / 500 and privacy.DPConfig().delta is None
+
+
 def test_member_split_is_a_partition():
     members, others = privacy.member_split(11, 0.5, seed=3)
     assert len(members) == 6 and sorted(np.r_[members, others].tolist()) == list(range(11))
@@ -132,7 +181,7 @@ def test_dp_train_runs_and_spends_at_most_the_target_epsilon():
     model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = privacy.dp_train(model, seqs, privacy.DPConfig(epochs=1, batch_size=8, target_epsilon=4.0))
-    assert result.delta == 1 / 40 and result.steps == 5 and result.sample_rate == 0.2
+    assert result.delta == 1 / 400 and result.steps == 5 and result.sample_rate == 0.2  # 1 / (10 n)
     assert result.noise_multiplier > 0 and 3.5 < result.epsilon <= 4.0 + 1e-6
     assert all(np.isfinite(result.losses)) and not model.training
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
