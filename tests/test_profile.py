@@ -46,3 +46,10 @@ def test_profiles_grow_from_ci_to_gpu():
     assert cpu.valid_users is not None and ci.valid_users is None and gpu.valid_users is None
     assert ci.max_users is not None and cpu.max_users is None
     assert {f.name for f in dataclasses.fields(ci)} >= {"max_len", "epochs", "batch_size", "hidden"}
+
+
+def test_notebook_09_privacy_table_covers_epsilon_1_4_and_8():
+    # issue 23: NDCG@10 and attack AUC at epsilon 1, 4 and 8 in the runs whose numbers 09's text reads
+    for name in ("cpu", "gpu"):
+        assert {1.0, 4.0, 8.0} <= set(PROFILES[name].dp_epsilons), name
+    assert all(0 < eps <= 8 for p in PROFILES.values() for eps in p.dp_epsilons)
