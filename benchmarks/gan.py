@@ -67,12 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--profile", default=None, help="ci, cpu or gpu (default: $COURSE_PROFILE)")
-    parser.add_argument("--steps", type=int, default=None, help="generator steps (default: 5 x profile epochs)")
+    parser.add_argument("--steps", type=int, default=None, help="generator steps (default: the profile's gan_steps)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = parser.parse_args(argv)
     p = get_profile(args.profile)
-    table, history = run(args.dataset, p, args.steps or 5 * p.epochs, args.seed)
+    table, history = run(args.dataset, p, args.steps or p.gan_steps or 5 * p.epochs, args.seed)
     print(f"{args.dataset}, profile {p.name}: {table.attrs['steps']} adversarial steps "
           f"({table.attrs['adversarial seconds']:.0f} s; MLE training {table.attrs['mle seconds']:.0f} s); "
           f"D(real) {history.d_real.iloc[-1]:.3f}, D(fake) {history.d_fake.iloc[-1]:.3f} at the end\n")

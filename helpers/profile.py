@@ -65,6 +65,7 @@ class Profile:
     latency_repeats: int = 300  # timed calls per latency measurement (08)
     compile_timing: bool = True  # time torch.compile too (its first call compiles: about a minute on CPU)
     student_hidden: int = 16  # width of the distilled student (08)
+    gan_steps: int | None = None  # generator updates in 06's adversarial phase (not epochs); None = 5 * epochs
     online_periods: int = 5  # periods the last 20% of the log arrives in (09)
     online_epochs: int = 10  # epochs of the starting model and of each full retraining (09)
     online_finetune_epochs: int = 2  # epochs of an incremental update on a period's new events (09)
@@ -97,6 +98,7 @@ PROFILES: dict[str, Profile] = {
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
         max_steps=900, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
         finetune_steps=30, text_max_tokens=64, rerank_k=10, cold_epochs=4, dp_epsilons=(1.0, 4.0, 8.0),
+        gan_steps=50,
     ),
     "gpu": Profile(
         name="gpu", max_users=None, max_len=200, epochs=200, batch_size=256,
