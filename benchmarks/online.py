@@ -11,7 +11,10 @@ before the model is updated: frozen, fine-tune on the period's events, fine-tune
 of as many older targets, or full retraining. Reported: NDCG@10 per period, the mean relative
 to full retraining, the compute (targets trained on, seconds), forgetting, how soon items new
 to the catalogue reach a top-10 (mean-, zero- or text-initialised rows) and how many events a
-new user needs before SASRec beats popularity.
+new user needs before SASRec beats popularity. Every strategy is scored on the same events, so
+each gap to retraining (and forgetting, on period 0's events) gets a paired bootstrap CI
+(``online.paired_gaps``, ``online.forgetting_ci``). ``--finetune-epochs 4 8`` adds fine-tuning
+and replay with that many epochs per update: what closing the gap to retraining would take.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ def new_user_table(stream: online.Stream, result: online.StreamResult, max_event
                                                               "popularity": np.concatenate(pop)})
 
 
-def run(dataset: str, profile, strategies: list[str], new_rows: list[str]) -> dict:
+def run(dataset: str, profile, strategies: list[str], new_rows: list[str], more_epochs: list[int]) -> dict:
     prepared = preprocess.prepare(data.load_interactions(dataset), k_core=(5, 5), max_users=profile.max_users)
     stream = online.time_stream(prepared.interactions, 0.8, profile.online_periods)
 
@@ -87,8 +90,16 @@ def run(dataset: str, profile, strategies: list[str], new_rows: list[str]) -> di
         start = time.perf_counter()
         results[name] = online.run_stream(stream, base, name, make_model, **knobs)
         print(f"  {name}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
-    per_period = pd.DataFrame({name: r.periods["ndcg@10"] for name, r in results.items()})
     cold = {(name, "mean"): online.first_recommended(stream, r) for name, r in results.items()}
+    for epochs in more_epochs:
+        for name in ("finetune", "replay"):
+            start = time.perf_counter()
+            results[f"{name} x{epochs}"] = online.run_stream(stream, base, name, make_model,
+                                                            **{**knobs, "finetune_epochs": epochs})
+            print(f"  {name} x{epochs}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
+    per_period = pd.DataFrame({name: r.periods["ndcg@10"] for name, r in results.items()})
+    gaps = online.paired_gaps(results, n_resamples=profile.n_bootstrap) if "retrain" in results else None
+    forgetting = online.forgetting_ci(results, n_resamples=profile.n_bootstrap)
     for how in (h for h in new_rows if h != "mean"):
         rows = text_rows(dataset, stream, prepared, profile) if how == "text" else how
         for name in ("frozen", "finetune"):
@@ -97,8 +108,8 @@ def run(dataset: str, profile, strategies: list[str], new_rows: list[str]) -> di
     cold = pd.DataFrame({key: {"new items": len(f), "reached a top-10": f["hours"].notna().mean(),
                                "median hours to first top-10": f["hours"].median()} for key, f in cold.items()}).T
     users = new_user_table(stream, results[strategies[0]], profile.online_eval_events)
-    return {"dataset": dataset, "per_period": per_period, "summary": online.summary(results),
-            "cold": cold, "new_users": users,
+    return {"dataset": dataset, "per_period": per_period, "summary": online.summary(results), "gaps": gaps,
+            "forgetting": forgetting, "cold": cold, "new_users": users,
             "events_to_beat": online.events_to_beat(users, "sasrec", "popularity")}
 
 
@@ -108,15 +119,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", default=["ml-100k", "ml-latest-small"])
     parser.add_argument("--strategies", nargs="+", default=list(online.STRATEGIES), choices=online.STRATEGIES)
     parser.add_argument("--new-rows", nargs="*", default=["mean", "zero", "text"], choices=["mean", "zero", "text"])
+    parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[],
+                        help="also fine-tune (and replay) with these epochs per update, e.g. 4 8")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
     out = {"profile": profile.name, "datasets": {}}
     for dataset in args.datasets:
-        r = run(dataset, profile, args.strategies, args.new_rows)
+        r = run(dataset, profile, args.strategies, args.new_rows, args.finetune_epochs)
         print(f"\n## {dataset}, profile {profile.name}: NDCG@10 per period\n\n"
               + r["per_period"].to_markdown(floatfmt=".4f"))
         print("\n" + r["summary"].to_markdown(floatfmt=".4g"))
+        if r["gaps"] is not None:
+            print("\neach strategy - retrain, paired over the same events (95% bootstrap CI):\n\n"
+                  + r["gaps"].to_markdown(floatfmt=".4g"))
+        print("\nforgetting on period 0's events (95% paired bootstrap CI):\n\n"
+              + r["forgetting"].to_markdown(floatfmt=".4g"))
         print("\nitems new to the catalogue (strategy, new rows):\n\n" + r["cold"].to_markdown(floatfmt=".3g"))
         print(f"\nnew users: SASRec beats popularity from {r['events_to_beat']} events on\n\n"
               + r["new_users"].to_markdown(floatfmt=".4f"))
