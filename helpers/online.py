@@ -14,6 +14,10 @@ the period), then the model is **updated** by one strategy:
 * ``"replay"``: the same plus a random sample of older events (``replay`` x as many);
 * ``"retrain"``: a fresh model trained on everything seen so far.
 
+Every strategy is scored on the same events, so :func:`paired_gaps` (each strategy against
+retraining) and :func:`forgetting_ci` (period 0 just after learning it against the end) give
+paired bootstrap CIs through :func:`helpers.metrics.paired_comparison`.
+
 :class:`OnlineHistories` keeps each user's recent window as events arrive, the state a
 service needs to answer a request without reading the whole log.
 
@@ -464,6 +468,8 @@ def paired_gaps(results: dict[str, StreamResult], reference: str = "retrain", me
     ``diff`` = strategy - reference with a bootstrap CI over events, and the Wilcoxon p-value.
     ``relative`` (and its CI) divides by the reference's mean, held fixed. Pooled means equal
     the mean of per-period means when every period evaluates as many events (``max_events``).
+    Events are resampled one by one, although one user's events are related: a bootstrap over
+    users (clusters) would give somewhat wider CIs.
     """
     ref = results[reference]
     ref_order = np.concatenate([info["order"].to_numpy() for info in ref.events])
