@@ -95,8 +95,8 @@ def dp_table(member: split.Split, others: list, reference, profile, epsilons: li
 def _share(private: np.ndarray, plain: np.ndarray, n_resamples: int) -> dict[str, float]:
     """private / plain mean NDCG@10 with a paired CI (the difference's, over plain's mean)."""
     out = metrics.paired_comparison(private, plain, n_resamples=n_resamples)
-    return {"share": out["mean_a"] / out["mean_b"], "share lo": 1 + out["ci_low"] / out["mean_b"],
-            "share hi": 1 + out["ci_high"] / out["mean_b"]}
+    scale = out["mean_b"] or float("nan")  # a non-private model that never hits has no share
+    return {"share": out["mean_a"] / scale, "share lo": 1 + out["ci_low"] / scale, "share hi": 1 + out["ci_high"] / scale}
 
 
 def settings_table(member: split.Split, profile, settings: list[tuple[int, int, float]], eps: float) -> pd.DataFrame:

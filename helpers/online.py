@@ -483,7 +483,7 @@ def paired_gaps(results: dict[str, StreamResult], reference: str = "retrain", me
             raise ValueError(f"{name} and {reference} were not scored on the same events")
         out = metrics.paired_comparison(np.concatenate([x.metrics[metric] for x in r.results]), ref_values,
                                         level, n_resamples, seed)
-        scale = out["mean_b"]
+        scale = out["mean_b"] or float("nan")  # a reference that never hits has no relative gap
         rows[name] = {metric: out["mean_a"], reference: out["mean_b"], "diff": out["diff"],
                       "diff lo": out["ci_low"], "diff hi": out["ci_high"], "relative": out["diff"] / scale,
                       "relative lo": out["ci_low"] / scale, "relative hi": out["ci_high"] / scale,

@@ -225,6 +225,9 @@ def test_paired_gaps_pair_events_across_periods_by_hand():
     assert row["ndcg@10"] == 0.5 and row["retrain"] == 0.25 and row["diff"] == 0.25 and row["relative"] == 1.0
     assert 0 <= row["diff lo"] <= 0.25 <= row["diff hi"] <= 0.5
     assert row["relative lo"] == row["diff lo"] / 0.25 and row["events"] == 4 and list(table.index) == ["finetune"]
+    never = {"retrain": _stream_result("retrain", [[0.0, 0.0]], [[1, 2]]),
+             "frozen": _stream_result("frozen", [[0.5, 0.0]], [[1, 2]])}
+    assert np.isnan(online.paired_gaps(never, n_resamples=50).loc["frozen", "relative"])
     runs["late"] = _stream_result("late", [[1.0, 0.0], [0.5, 0.5]], [[10, 11], [20, 22]])
     with pytest.raises(ValueError, match="same events"):
         online.paired_gaps(runs)
