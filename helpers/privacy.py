@@ -236,11 +236,9 @@ def auc_ci(member_scores: np.ndarray, nonmember_scores: np.ndarray,
     """
     from scipy import stats
 
-    m = np.asarray(member_scores, dtype=np.float64)[:, None]  # (M, 1)
-    n = np.asarray(nonmember_scores, dtype=np.float64)[None, :]  # (1, N)
-    if m.shape[0] < 2 or n.shape[1] < 2:
+    wins = _member_wins(member_scores, nonmember_scores)  # (M, N)
+    if wins.shape[0] < 2 or wins.shape[1] < 2:
         raise ValueError("DeLong's CI needs at least 2 members and 2 non-members")
-    wins = (m < n) + 0.5 * (m == n)  # (M, N)
     v_m, v_n = wins.mean(1), wins.mean(0)
     auc = float(v_m.mean())
     se = float(np.sqrt(v_m.var(ddof=1) / len(v_m) + v_n.var(ddof=1) / len(v_n)))
@@ -254,9 +252,14 @@ def attack_auc(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> float
     0.5 means the model's losses reveal nothing about membership; 1.0 that a threshold
     separates every training user from every held-out one.
     """
-    m, n = np.asarray(member_losses, dtype=np.float64), np.asarray(nonmember_losses, dtype=np.float64)
-    lower = (m[:, None] < n[None, :]).sum() + 0.5 * (m[:, None] == n[None, :]).sum()
-    return float(lower / (len(m) * len(n)))
+    return float(_member_wins(member_losses, nonmember_losses).mean())
+
+
+def _member_wins(member: np.ndarray, nonmember: np.ndarray) -> np.ndarray:
+    """(M, N): 1 where a member's loss is below a non-member's, 1/2 on a tie, else 0."""
+    m = np.asarray(member, dtype=np.float64)[:, None]  # (M, 1)
+    n = np.asarray(nonmember, dtype=np.float64)[None, :]  # (1, N)
+    return (m < n) + 0.5 * (m == n)
 
 
 # ---------------------------------------------------------------- DP-SGD
