@@ -1,5 +1,5 @@
 """Cold start that works, on MovieLens latest-small: remedies for items nobody has interacted
-with, and the short-history slice (new users).
+with.
 
 Data as ``text_models.py`` (LlamaRec's preprocessing: 610 users, 3,650 items, asserted), on
 ``textrec.cold_start_split`` (``--how newest``: the newest 10% of items, or ``random``):
@@ -25,9 +25,8 @@ Item texts never read the future: title, year, genres and only the tags written 
 split point (``textrec.split_time``: the first interaction with any cold item;
 ``textrec.tags_before``), the pseudo-cold split's texts before its own.
 
-Then the short-history slice: every test history cut to its last 1, 2, 3, 5, 10, 20 events
-(``coldstart.short_history``) for popularity, content and both SASRecs, and the number of
-events from which each SASRec beats both fallbacks.
+New users are not measured here: that needs users held out of training (notebooks 05 and 07,
+``split.hold_out_users`` and ``slices.first_events``), not trained users' histories cut short.
 
     python benchmarks/cold_start.py --how newest
     python benchmarks/cold_start.py --how random --json results/cold_random.json
@@ -201,11 +200,6 @@ def main() -> None:
           + ("beats content" if vs["ci_low"] > 0 else "worse than content" if vs["ci_high"] < 0
              else "does not beat content (the interval holds 0)"), flush=True)
 
-    short = coldstart.short_history({k: models[k] for k in ("pop", "content", "sasrec", "dropout")},
-                                    s.test, s.n_items)
-    wins = {m: coldstart.events_to_win(short, m, ["pop", "content"]) for m in ("sasrec", "dropout")}
-    print(f"short-history slice (test NDCG@10, histories cut to their last n events):\n"
-          f"{short.round(4).to_markdown()}\nevents from which each beats pop and content: {wins}", flush=True)
     print(f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.json:
         out = {"args": vars(args), "split time": cutoff, "knobs": knobs, "rows": rows, "against content": vs,

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import baselines, data, online, preprocess, sasrec, text
+from helpers import baselines, data, online, preprocess, sasrec, slices, text
 from helpers.course import default_device
 from helpers.evaluate import evaluate
 from helpers.profile import get_profile
@@ -65,8 +65,8 @@ def new_user_table(stream: online.Stream, result: online.StreamResult, max_event
         lengths.append(res.history_lengths[keep])
         model.append(res.metrics["ndcg@10"][keep])
         pop.append(pop_res.metrics["ndcg@10"][keep])
-    return online.by_history_length(np.concatenate(lengths), {"sasrec": np.concatenate(model),
-                                                              "popularity": np.concatenate(pop)})
+    return slices.by_events(np.concatenate(lengths), {"sasrec": np.concatenate(model),
+                                                      "popularity": np.concatenate(pop)})
 
 
 def run(dataset: str, profile, strategies: list[str], new_rows: list[str], more_epochs: list[int]) -> dict:
@@ -110,7 +110,7 @@ def run(dataset: str, profile, strategies: list[str], new_rows: list[str], more_
     users = new_user_table(stream, results[strategies[0]], profile.online_eval_events)
     return {"dataset": dataset, "per_period": per_period, "summary": online.summary(results), "gaps": gaps,
             "forgetting": forgetting, "cold": cold, "new_users": users,
-            "events_to_beat": online.events_to_beat(users, "sasrec", "popularity")}
+            "events_to_beat": slices.events_to_beat(users, "sasrec", "popularity")}
 
 
 def main(argv: list[str] | None = None) -> None:

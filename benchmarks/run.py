@@ -4,6 +4,7 @@
     python benchmarks/run.py --models pop markov --datasets beauty --profile cpu
     python benchmarks/run.py --json results/benchmark.json    # also write the rows as JSON
     python benchmarks/run.py --sequence-file my_log.txt --name mine   # your own S3-Rec-format file
+    python benchmarks/run.py --models sasrec --datasets beauty --seeds 0 1 2 3 4   # the seed spread
 
 Each row: full-ranking test metrics (leave-one-out; seen items excluded unless a test target
 repeats an item of its user's history, ``evaluate.honest_exclude_seen``) with 95% bootstrap
@@ -25,9 +26,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from helpers import data, datasets, evaluate, registry, report, results_table
+from helpers import data, datasets, evaluate, registry, report, results_table, stats
 from helpers.profile import Profile, get_profile
 
 
@@ -46,10 +48,12 @@ def register_sequence_file(path: Path, name: str | None = None) -> tuple[str, di
 
 
 def run(models: list[str], dataset_names: list[str], profile: Profile,
-        load: dict[str, dict] | None = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+        load: dict[str, dict] | None = None, seed: int = 0,
+        per_user: dict[tuple[str, str], np.ndarray] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """One row per (data set, model), and each data set's ``results_table.data_version``;
     ``load[name]`` holds extra arguments to load a data set; ``seed`` seeds the models' training
-    (the split stays the same)."""
+    (the split stays the same). ``per_user``, if given, receives each (data set, model)'s
+    per-user test NDCG@10 (N,)."""
     rows, versions = [], {}
     for dataset in dataset_names:
         s = registry.load_split(dataset, profile, **(load or {}).get(dataset, {}))
@@ -68,6 +72,8 @@ def run(models: list[str], dataset_names: list[str], profile: Profile,
                 row[f"{metric} lo"], row[f"{metric} hi"] = result.ci(metric, n_resamples=profile.n_bootstrap)
             row.update({"fit s": fitted - start, "eval s": done - fitted})
             rows.append(row)
+            if per_user is not None:
+                per_user[dataset, name] = result.metrics["ndcg@10"]
             print(f"{dataset:10s} {name:10s} ndcg@10 {row['ndcg@10']:.4f} hr@10 {row['hr@10']:.4f} "
                   f"fit {row['fit s']:.1f}s eval {row['eval s']:.1f}s", file=sys.stderr)
     return pd.DataFrame(rows), versions
@@ -83,6 +89,23 @@ def markdown(table: pd.DataFrame) -> str:
     return out.to_markdown(index=False)
 
 
+def seed_runs(models: list[str], dataset_names: list[str], profile: Profile, load: dict[str, dict],
+              seeds: list[int]) -> pd.DataFrame:
+    """Every model trained once per seed (same split): prints each run's row and, per (data set,
+    model), ``stats.seed_table`` (the spread of test NDCG@10 across seeds against one run's CI
+    width); returns that table."""
+    per_seed: dict[str, list[np.ndarray]] = {}
+    for seed in seeds:
+        per_user: dict[tuple[str, str], np.ndarray] = {}
+        table, _ = run(models, dataset_names, profile, load, seed=seed, per_user=per_user)
+        print(f"profile {profile.name}, seed {seed}\n\n{markdown(table)}\n")
+        for (dataset, name), values in per_user.items():
+            per_seed.setdefault(f"{dataset}/{name}", []).append(values)
+    spread = stats.seed_table(per_seed, n_resamples=profile.n_bootstrap)
+    print(f"test NDCG@10 across seeds {seeds} (profile {profile.name}):\n\n{spread.to_markdown(floatfmt='.4f')}")
+    return spread
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=registry.names(), choices=registry.names())
@@ -93,6 +116,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="run on this file instead: S3-Rec format, 'user item item ...' per line, oldest first")
     parser.add_argument("--name", default=None, help="the data set name of --sequence-file (default: its stem)")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the split does not change)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="train with each of these seeds and report the spread of test NDCG@10 across them "
+                             "against one run's bootstrap CI width (replaces --seed)")
     args = parser.parse_args(argv)
     profile = get_profile(args.profile)
     names = args.datasets or [d for d in profile.datasets if d != "ml-1m"]
@@ -103,6 +129,9 @@ def main(argv: list[str] | None = None) -> None:
         except (FileNotFoundError, ValueError) as e:
             parser.error(str(e))
         names = [name]
+    if args.seeds:
+        seed_runs(args.models, names, profile, load, args.seeds)
+        return
     try:
         table, versions = run(args.models, names, profile, load, seed=args.seed)
     except data.DataFormatError as e:  # a malformed line: the message names it

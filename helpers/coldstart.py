@@ -24,9 +24,8 @@ every cold-start knob (blend weight and offset) is chosen on its test set, with 
 on its training set, and then applied once to the real split. :func:`against_content` compares
 the result with the zero-shot content model on the same cold-target users, with a paired CI.
 
-New users: :func:`truncate` keeps the last ``n`` events of every history, and
-:func:`short_history` measures models at ``n = 1, 2, 3, ...`` to find the number of events
-after which SASRec beats the content and popularity fallbacks (:func:`events_to_win`).
+New users are measured on users held out of training (:func:`helpers.split.hold_out_users`,
+:func:`helpers.slices.first_events`), not here.
 
 Letters: B batch, T time, D text width, H model width, V = n_items + 1 (PAD included).
 """
@@ -34,7 +33,7 @@ Letters: B batch, T time, D text width, H model width, V = n_items + 1 (PAD incl
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -270,31 +269,3 @@ def against_content(result: evaluate.EvalResult, content: evaluate.EvalResult, c
 def cold_reach(result: evaluate.EvalResult, cold_items: np.ndarray, k: int = 10) -> float:
     """Share of users whose top-``k`` holds at least one of ``cold_items``."""
     return float(np.isin(result.top_items[:, :k], np.asarray(cold_items)).any(1).mean())
-
-
-# ---------------------------------------------------------------- new users
-def truncate(eval_set: EvalSet, n: int) -> EvalSet:
-    """The same targets, each history cut to its last ``n`` events (a user who has done only
-    ``n`` things so far; the target stays the event that really came next)."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return EvalSet(eval_set.users, [h[-n:] for h in eval_set.histories], eval_set.targets)
-
-
-def short_history(models: Mapping[str, object], eval_set: EvalSet, n_items: int,
-                  lengths: Sequence[int] = (1, 2, 3, 5, 10, 20), metric: str = "ndcg@10") -> pd.DataFrame:
-    """Mean ``metric`` of every model on histories cut to each of ``lengths``: index = length
-    (events), one column per model. Users with a shorter history keep all of it."""
-    table = {name: [evaluate.evaluate(model, truncate(eval_set, n), n_items, ks=(10,)).summary()[metric]
-                    for n in lengths] for name, model in models.items()}
-    return pd.DataFrame(table, index=pd.Index(list(lengths), name="events"))
-
-
-def events_to_win(table: pd.DataFrame, model: str, others: Sequence[str]) -> int | None:
-    """The fewest events from which ``model`` beats every one of ``others`` at every longer
-    length of ``table`` (from :func:`short_history`); None when it never does."""
-    wins = (table[model].to_numpy()[:, None] > table[list(others)].to_numpy()).all(1)  # (L,)
-    for i in range(len(wins)):
-        if wins[i:].all():
-            return int(table.index[i])
-    return None

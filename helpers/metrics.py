@@ -231,14 +231,6 @@ def by_popularity(per_user: Mapping[str, np.ndarray], targets: np.ndarray, popul
     return by_group(per_user, np.where(head, "head", "tail"))
 
 
-def by_history_length(per_user: Mapping[str, np.ndarray], lengths: np.ndarray,
-                      edges: Sequence[int] = (0, 5, 10, 20, 50)) -> pd.DataFrame:
-    """Metrics by history-length bucket ``[edges[i], edges[i+1])``; the last bucket is open."""
-    bins = [*edges, np.inf]
-    labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
-    return by_group(per_user, pd.cut(np.asarray(lengths), bins, right=False, labels=labels))
-
-
 # ------------------------------------------------------------ uncertainty
 def bootstrap_ci(values: np.ndarray, level: float = 0.95, n_resamples: int = 1000,
                  seed: int = 0) -> tuple[float, float]:

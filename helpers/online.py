@@ -415,27 +415,6 @@ class Fallback:
         return out
 
 
-def by_history_length(lengths: np.ndarray, scores: dict[str, np.ndarray], max_length: int = 20) -> pd.DataFrame:
-    """Mean of each scorer's per-event metric (``scores``: name -> (N,)) for history lengths
-    1..max_length (rows), with the number of events of each length."""
-    lengths = np.asarray(lengths)
-    table = pd.DataFrame({name: pd.Series(np.asarray(v, dtype=np.float64)).groupby(lengths).mean()
-                          for name, v in scores.items()})
-    table["events"] = pd.Series(lengths).value_counts()
-    return table.loc[(table.index >= 1) & (table.index <= max_length)]
-
-
-def events_to_beat(table: pd.DataFrame, model: str, fallback: str, smooth: int = 3) -> int | None:
-    """The shortest history length from which ``model`` scores at least ``fallback`` at every
-    longer length in ``table`` (both smoothed by a centred rolling mean of ``smooth`` rows);
-    None if it never does."""
-    gap = (table[model] - table[fallback]).rolling(smooth, center=True, min_periods=1).mean()
-    behind = np.flatnonzero(gap.to_numpy() < 0)
-    if len(behind) and behind[-1] == len(gap) - 1:
-        return None
-    return int(table.index[behind[-1] + 1]) if len(behind) else int(table.index[0])
-
-
 def fit_base(stream: Stream, model: nn.Module, epochs: int, lr: float, batch_size: int,
              seed: int = 0) -> nn.Module:
     """Train ``model`` on the events before the stream (period -1), every target, ``epochs`` epochs."""

@@ -51,6 +51,7 @@ class Profile:
     rerank_k: int = 20  # candidates per user a cross-encoder re-ranks (each costs one BERT pass)
     click_k: int = 50  # candidates per user the feature-based click model re-orders (05)
     id_dropout: float = 0.5  # share of items seen through their text alone per training batch (05)
+    new_user_share: float = 0.1  # users held out of all training as real new users (05 on latest-small, 07)
     max_steps: int | None = None  # a run trains the whole epochs that fit in this many steps; None = `epochs`
     cold_epochs: int | None = None  # epochs of each of 05's cold-start models; None = `epochs`
     valid_users: int | None = None  # users a training run validates on (a seeded sample); None = all
@@ -58,6 +59,8 @@ class Profile:
     n_seeds: int = 5  # training seeds per model in notebook 07's variance study
     seed_models: tuple[str, ...] = ("sasrec", "gru4rec")  # the models retrained with every seed
     seed_dataset: str = "beauty"  # the data set of that study
+    text_data_models: tuple[str, ...] = ("pop", "markov", "itemknn", "sasrec")  # registry models of 07's table
+    # on notebook 05's split of latest-small (05's text-aware models join them from its results file)
     extra_epochs: int | None = None  # epochs (no time budget) of each model 07 trains beyond its table
     explain_users: int = 300  # users in notebook 08's deletion test of explanations
     load_requests: int = 400  # requests in notebook 08's load test

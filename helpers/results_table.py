@@ -9,6 +9,11 @@ the user subsample or the split gives another version.
 
 Numbers recorded by notebooks (``course.record``) carry their profile only:
 :func:`read_recorded` refuses another profile.
+
+Per-user test metrics (:func:`write_per_user`) carry both the profile and the data version, so
+a later notebook can put a model it does not train (notebook 05's text-aware SASRec) in its
+table with a bootstrap CI, or pair it with its own models user by user: :func:`read_per_user`
+refuses another profile or another version of the data.
 """
 
 from __future__ import annotations
@@ -102,3 +107,41 @@ def read_recorded(notebook: str, profile: str) -> dict[str, float] | None:
         raise StaleResults(f"{notebook} recorded its numbers under profile {stored.get('profile')!r}, "
                            f"not {profile!r}: run it again under {profile!r}")
     return dict(stored["values"])
+
+
+def per_user_path(notebook: str, dataset: str, profile: str) -> Path:
+    """``results/<profile>/<notebook>.per-user.<dataset>.json``."""
+    return course.results_path(f"{notebook}.per-user.{dataset}", profile)
+
+
+def write_per_user(notebook: str, dataset: str, sp: Split, results: Mapping[str, object], profile: str,
+                   metrics: tuple[str, ...] = ("hr@10", "ndcg@10")) -> Path:
+    """Store each model's per-user test ``metrics`` (``results``: name -> an EvalResult on ``sp.test``,
+    or its ``metrics`` dict) with the profile and ``sp``'s data version, atomically; returns the path."""
+    rows = {name: {m: np.asarray(getattr(r, "metrics", r)[m], dtype=float).tolist() for m in metrics}
+            for name, r in results.items()}
+    path = per_user_path(notebook, dataset, profile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    course.write_atomic(path, json.dumps({"profile": profile, "dataset": dataset, "data_version": data_version(sp),
+                                          "users": np.asarray(sp.test.users).tolist(), "models": rows}))
+    return path
+
+
+def read_per_user(notebook: str, dataset: str, sp: Split, profile: str) -> dict[str, dict[str, np.ndarray]] | None:
+    """What :func:`write_per_user` stored for ``notebook`` on ``dataset``: name -> metric -> (N,)
+    in ``sp.test``'s user order; None when the notebook has not run under ``profile`` yet.
+
+    Raises :class:`StaleResults` when the file holds another profile's numbers or was measured
+    on another version of the data than ``sp``.
+    """
+    path = per_user_path(notebook, dataset, profile)
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    if stored.get("profile") != profile:
+        raise StaleResults(f"{path} holds profile {stored.get('profile')!r}'s numbers, not {profile!r}: "
+                           f"run {notebook} again under {profile!r}")
+    if stored.get("data_version") != data_version(sp):
+        raise StaleResults(f"{path} was measured on data version {stored.get('data_version')}, this split is "
+                           f"{data_version(sp)} (other files, cleaning, subsample or split): run {notebook} again")
+    return {name: {m: np.asarray(v, dtype=float) for m, v in values.items()} for name, values in stored["models"].items()}

@@ -3,8 +3,11 @@
 An average over all users hides the users and items a model fails. This module cuts an
 :class:`~helpers.evaluate.EvalResult` by
 
-* **history length** (short histories are the user cold start; :func:`truncate_histories`
-  makes every test user a newcomer with only their last n events);
+* **history length**; the user cold start is measured on real new users, held out of
+  training (:func:`helpers.split.hold_out_users`) and scored on each of their first events
+  (:func:`first_events`, :func:`by_events`, :func:`events_to_beat`); :func:`truncate_histories`
+  only *simulates* newcomers by cutting trained users' histories, which flatters a model that
+  has seen those users;
 * **target popularity**: head vs long-tail targets (:func:`helpers.metrics.head_items`),
   and targets by training count (0 = an item cold start);
 
@@ -92,6 +95,47 @@ def by_target_count(result, counts: np.ndarray, metric_names: Sequence[str] = ("
     labels = [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:])] + [f"{edges[-1]}+"]
     groups = pd.cut(np.asarray(counts)[result.targets], bins, right=False, labels=labels)
     return slice_table({m: result.metrics[m] for m in metric_names}, groups, **ci)
+
+
+# ------------------------------------------------------------ new users
+def first_events(sequences: Sequence[np.ndarray], users: np.ndarray, max_events: int = 20) -> EvalSet:
+    """The early events of users a model never trained on (:func:`helpers.split.hold_out_users`):
+    for each sequence and each ``n = 1..max_events`` it is long enough for, one row with the
+    first ``n`` events as history and event ``n + 1`` as target. A user appears once per
+    history length, so a table by length (:func:`by_events`) has one row per user in each cell."""
+    rows = [(u, np.asarray(seq[:n]), int(seq[n])) for u, seq in zip(users, sequences)
+            for n in range(1, min(max_events, len(seq) - 1) + 1)]
+    if not rows:
+        raise ValueError("no sequence has two events: nothing to predict from a first event")
+    u, h, t = zip(*rows)
+    return EvalSet(np.asarray(u), list(h), np.asarray(t, dtype=np.int64))
+
+
+def by_events(lengths: np.ndarray, scores: Mapping[str, np.ndarray], max_events: int = 20, level: float = 0.95,
+              n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """New users by how many events they had: one row per history length ``1..max_events``
+    (index ``events``) with ``users`` and, per scorer in ``scores`` (name -> (N,) metric of
+    each scored event), its mean, ``lo`` and ``hi`` (95% bootstrap CI). ``lengths`` (N,) is the
+    history length of each scored event (``EvalResult.history_lengths``). Each user has at most
+    one event of each length (:func:`first_events`, or a stream's new users in notebook 09), so
+    the interval of a row is over users."""
+    lengths = np.asarray(lengths)
+    keep = (lengths >= 1) & (lengths <= max_events)
+    table = slice_table({name: np.asarray(v, dtype=np.float64)[keep] for name, v in scores.items()}, lengths[keep],
+                        level, n_resamples, seed)
+    return table.rename_axis("events")
+
+
+def events_to_beat(table: pd.DataFrame, model: str, others: str | Sequence[str], smooth: int = 3) -> int | None:
+    """The fewest events from which ``model`` scores at least as well as every one of ``others``
+    at every longer length of ``table`` (:func:`by_events`), each column smoothed by a centred
+    rolling mean of ``smooth`` rows; None when it is still behind at the longest length."""
+    others = [others] if isinstance(others, str) else list(others)
+    gap = (table[model] - table[others].max(axis=1)).rolling(smooth, center=True, min_periods=1).mean()
+    behind = np.flatnonzero(gap.to_numpy() < 0)
+    if len(behind) and behind[-1] == len(gap) - 1:
+        return None
+    return int(table.index[behind[-1] + 1]) if len(behind) else int(table.index[0])
 
 
 def truncate_histories(eval_set: EvalSet, n: int) -> EvalSet:

@@ -129,6 +129,39 @@ def leave_one_out(df: pd.DataFrame, n_items: int | None = None) -> Split:
     return Split(n_items, train, users, valid, test, "leave-one-out: last item test, second-to-last validation")
 
 
+def hold_out_users(split: Split, share: float, seed: int = 0) -> tuple[Split, np.ndarray, list[np.ndarray]]:
+    """Real new users: a seeded ``share`` of ``split``'s users removed from it entirely.
+
+    Returns ``(rest, users, sequences)``: ``rest`` is ``split`` without those users (no
+    training sequence, no validation or test target: a model fitted on it never saw them),
+    ``users`` (M,) their ids and ``sequences`` their whole logs, oldest first (training
+    events, then the validation and test targets). Score a model on their first events with
+    :func:`helpers.slices.first_events`. The same ``split``, ``share`` and ``seed`` always
+    hold out the same users.
+    """
+    if not 0 < share < 1:
+        raise ValueError(f"share must be in (0, 1), got {share}")
+    users = np.asarray(split.train_users)
+    n_out = int(round(share * len(users)))
+    if not 0 < n_out < len(users):
+        raise ValueError(f"holding out {share:.0%} of {len(users)} users leaves {n_out} new users "
+                         f"and {len(users) - n_out} to train on; both need at least one")
+    out = np.sort(np.random.default_rng(seed).choice(users, size=n_out, replace=False))
+    whole = dict(zip(users.tolist(), split.train))  # users with fewer than 3 events: training only
+    whole.update({int(u): np.append(h, t) for u, h, t in zip(split.test.users, split.test.histories,
+                                                            split.test.targets)})
+    sequences = [np.asarray(whole[int(u)]) for u in out]
+
+    def without(part: EvalSet) -> EvalSet:
+        keep = ~np.isin(part.users, out)
+        return EvalSet(part.users[keep], [h for h, k in zip(part.histories, keep) if k], part.targets[keep])
+
+    keep = ~np.isin(users, out)
+    rest = Split(split.n_items, [seq for seq, k in zip(split.train, keep) if k], users[keep], without(split.valid),
+                 without(split.test), f"{split.protocol}; {n_out} users ({share:.0%}) held out as new users")
+    return rest, out, sequences
+
+
 def temporal_split(df: pd.DataFrame, valid_quantile: float = 0.8, test_quantile: float = 0.9,
                    n_items: int | None = None) -> Split:
     """A global temporal split: two cut-off times shared by every user.

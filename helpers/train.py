@@ -69,6 +69,8 @@ class TrainConfig:
     max_steps: int | None = None  # train only the whole epochs that fit in this many steps; None = `epochs`
     max_seconds: float | None = None  # a learner's cap in seconds ($COURSE_MAX_TRAIN_SECONDS); None = no cap
     valid_users: int | None = None  # validate on this many users (one seeded sample for the run); None = all
+    keep: str = "best"  # "best": the best validation epoch's weights, early stopping on; "last": train
+    # exactly the planned epochs and keep the last (a refit whose validation targets are training data)
 
     @classmethod
     def from_profile(cls, profile, **overrides) -> TrainConfig:
@@ -262,6 +264,8 @@ def _check_inputs(split: Split, config: TrainConfig, causal: bool) -> None:
     if len(split.valid) == 0:
         raise ValueError("split.valid is empty: nothing to validate on (with leave-one-out every "
                          "user needs 3 interactions)")
+    if config.keep not in ("best", "last"):
+        raise ValueError(f'TrainConfig.keep must be "best" or "last", got {config.keep!r}')
     if not (math.isfinite(config.lr) and config.lr >= 0):
         raise ValueError(f"TrainConfig.lr must be a finite number >= 0, got {config.lr}")
     if config.epochs < 1 or config.batch_size < 1 or config.max_len < 1:
@@ -315,7 +319,9 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     of range, no validation targets, a missing checkpoint folder) raises before the first
     step; a non-finite loss stops training at once, naming the step and the learning rate,
     and non-finite weights are never validated or checkpointed. On return the model holds the
-    weights of the best validation epoch. ``on_epoch(model, row)``, if given, runs after each
+    weights of the best validation epoch, or with ``config.keep == "last"`` those of the last
+    planned epoch (no early stopping: a refit on train + validation trains a number of epochs
+    chosen before it, since its validation targets are now training data). ``on_epoch(model, row)``, if given, runs after each
     epoch with that epoch's log row (a benchmark uses it to follow a test metric).
 
     Under ``torchrun`` with several processes (:mod:`helpers.distributed`) the model trains
@@ -360,7 +366,7 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
     valid = validation_users(split.valid, config)
     started, stopped = time.perf_counter(), "epochs"
     for epoch in range(state["epoch"] + 1, epochs + 1):
-        if state["bad_evals"] >= config.patience:
+        if state["bad_evals"] >= config.patience and config.keep == "best":
             stopped = "patience"
             break
         if stopped == "cap":
@@ -402,7 +408,9 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
             model.eval()
             metrics = _validate(model, valid, split.n_items, config)
             row.update({f"valid_{k}": metrics[k] for k in dict.fromkeys(["hr@10", "ndcg@10", config.metric])})
-            if metrics[config.metric] > state["best_metric"]:
+            if config.keep == "last":
+                state.update(best_epoch=epoch, best_metric=metrics[config.metric])
+            elif metrics[config.metric] > state["best_metric"]:
                 state.update(best_epoch=epoch, best_metric=metrics[config.metric], bad_evals=0,
                              best_model=copy.deepcopy(model.state_dict()))
             else:
@@ -425,7 +433,8 @@ def train(model: nn.Module, split: Split, config: TrainConfig, *,
         warnings.warn(f"training was cut after {state['epoch']} of {epochs} epochs by "
                       f"{SECONDS_CAP_ENV}={config.max_seconds:g}: these weights depend on this machine's speed; "
                       f"unset {SECONDS_CAP_ENV} to train the profile's epochs", stacklevel=2)
-    model.load_state_dict(state["best_model"])
+    if config.keep == "best":
+        model.load_state_dict(state["best_model"])
     model.eval()
     return TrainResult(pd.DataFrame(state["history"]), state["best_epoch"], state["best_metric"],
                        config.metric, stopped, epochs)

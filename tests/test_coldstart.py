@@ -147,26 +147,6 @@ def test_choose_blend_finds_the_weight_that_ranks_cold_targets():
 
 
 # ---------------------------------------------------------------- new users
-def test_truncate_and_short_history_table():
-    eval_set = EvalSet(np.arange(2), [np.array([1, 2, 3]), np.array([4])], np.array([5, 6]))
-    cut = coldstart.truncate(eval_set, 2)
-    assert [h.tolist() for h in cut.histories] == [[2, 3], [4]] and cut.targets.tolist() == [5, 6]
-    with pytest.raises(ValueError):
-        coldstart.truncate(eval_set, 0)
-    table = coldstart.short_history({"a": Fixed([0, 0, 0, 0, 0, 1, 1]), "b": Fixed([0, 0, 0, 0, 0, 0, 1])},
-                                    eval_set, 6, lengths=(1, 2))
-    assert list(table.index) == [1, 2] and table["a"].iloc[0] > table["b"].iloc[0]
-
-
-def test_events_to_win():
-    table = pd.DataFrame({"sasrec": [0.01, 0.03, 0.05, 0.06], "pop": [0.02, 0.02, 0.02, 0.02],
-                          "content": [0.03, 0.04, 0.03, 0.07]}, index=pd.Index([1, 2, 3, 5], name="events"))
-    assert coldstart.events_to_win(table, "sasrec", ["pop"]) == 2
-    assert coldstart.events_to_win(table, "sasrec", ["pop", "content"]) is None  # loses again at 5
-    table.loc[5, "content"] = 0.0
-    assert coldstart.events_to_win(table, "sasrec", ["pop", "content"]) == 3
-
-
 # ---------------------------------------------------------------- knobs chosen without the test's items
 @pytest.mark.parametrize("how", ["newest", "random"])
 def test_pseudo_cold_split_holds_no_test_item_and_no_test_target(how):

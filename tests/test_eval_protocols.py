@@ -176,3 +176,27 @@ def test_recorded_numbers_of_another_profile_are_refused(tmp_path, monkeypatch):
     misplaced.write_text(course.results_path("99_test", "cpu").read_text())
     with pytest.raises(results_table.StaleResults, match="'cpu'"):
         results_table.read_recorded("99_test", "ci")
+
+
+def test_per_user_results_round_trip_and_refuse_another_profile_or_data(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from helpers import course
+
+    monkeypatch.setenv("COURSE_RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(course, "_session", None)
+    df = pd.DataFrame({"user_id": [1] * 4 + [2] * 4, "item_id": [1, 2, 3, 4, 2, 3, 4, 1],
+                       "timestamp": list(range(8))})
+    a, b = split.leave_one_out(df), split.leave_one_out(df.assign(item_id=[1, 2, 3, 4, 2, 3, 1, 4]))
+    result = SimpleNamespace(metrics={"hr@10": np.array([1.0, 0.0]), "ndcg@10": np.array([0.5, 0.0])})
+    assert results_table.read_per_user("99_test", "toy", a, "cpu") is None
+    results_table.write_per_user("99_test", "toy", a, {"text model": result}, "cpu")
+    back = results_table.read_per_user("99_test", "toy", a, "cpu")
+    assert list(back) == ["text model"] and back["text model"]["ndcg@10"].tolist() == [0.5, 0.0]
+    with pytest.raises(results_table.StaleResults, match="data version"):
+        results_table.read_per_user("99_test", "toy", b, "cpu")
+    misplaced = results_table.per_user_path("99_test", "toy", "ci")
+    misplaced.parent.mkdir(parents=True, exist_ok=True)
+    misplaced.write_text(results_table.per_user_path("99_test", "toy", "cpu").read_text())
+    with pytest.raises(results_table.StaleResults, match="'cpu'"):
+        results_table.read_per_user("99_test", "toy", a, "ci")

@@ -135,14 +135,11 @@ def test_head_items_hold_the_requested_share_of_interactions():
         metrics.head_items(pop, 1.0)
 
 
-def test_metrics_by_target_popularity_and_history_length():
+def test_metrics_by_target_popularity():
     per_user = {"hr@10": np.array([1.0, 0.0, 1.0, 1.0])}
     table = metrics.by_popularity(per_user, np.array([1, 1, 4, 5]), np.array([0, 50, 30, 10, 5, 5]), 0.5)
     assert table.loc["head", "hr@10"] == 0.5 and table.loc["tail", "hr@10"] == 1.0
     assert table["users"].tolist() == [2, 2]
-    table = metrics.by_history_length(per_user, np.array([1, 3, 7, 60]), edges=(0, 5, 10))
-    assert table["users"].tolist() == [2, 1, 1] and table["hr@10"].tolist() == [0.5, 1.0, 1.0]
-    assert list(table.index) == ["0-4", "5-9", "10+"]
 
 
 def test_item_popularity_counts_ids():

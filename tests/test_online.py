@@ -174,17 +174,6 @@ def test_fallback_answers_short_histories_with_the_fallback():
     assert int(out[0, 1:].argmax()) + 1 == 1 and out[0, PAD] == float("-inf")
 
 
-def test_by_history_length_and_events_to_beat_by_hand():
-    table = online.by_history_length(np.array([1, 1, 2, 3, 30]), {"m": [1, 0, 1, 0, 1], "pop": [0, 0, 0, 1, 0]},
-                                     max_length=20)
-    assert table.index.tolist() == [1, 2, 3] and table["events"].tolist() == [2, 1, 1]
-    assert table["m"].tolist() == [0.5, 1.0, 0.0] and table["pop"].tolist() == [0.0, 0.0, 1.0]
-    steps = pd.DataFrame({"m": [0, 0, 1, 1, 1], "pop": [0.5] * 5}, index=range(1, 6))
-    assert online.events_to_beat(steps, "m", "pop", smooth=1) == 3
-    assert online.events_to_beat(steps, "pop", "m", smooth=1) is None
-    assert online.events_to_beat(steps.assign(m=1.0), "m", "pop", smooth=1) == 1
-
-
 def test_first_recommended_finds_the_first_top10_of_each_new_item():
     stream = online.time_stream(_log(n_users=8, per_user=15, n_items=30), start=0.5, n_periods=2)
     base = _model(stream.n_items_by(-1))

@@ -2,6 +2,7 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from helpers import metrics, slices
@@ -51,6 +52,31 @@ def test_truncate_histories_keeps_the_last_events_and_the_targets():
     assert short.targets.tolist() == [5, 6] and short.users.tolist() == [7, 8]
     with pytest.raises(ValueError):
         slices.truncate_histories(data, 0)
+
+
+def test_first_events_one_row_per_user_and_length_never_the_target_in_the_history():
+    new = slices.first_events([np.array([5, 6, 7, 8]), np.array([9, 10])], np.array([3, 4]), max_events=2)
+    assert new.users.tolist() == [3, 3, 4]  # user 3: n = 1, 2 (of 3 possible); user 4: n = 1
+    assert [h.tolist() for h in new.histories] == [[5], [5, 6], [9]] and new.targets.tolist() == [6, 7, 10]
+    with pytest.raises(ValueError, match="two events"):
+        slices.first_events([np.array([1])], np.array([1]))
+
+
+def test_by_events_means_users_and_cis_by_length_by_hand():
+    table = slices.by_events(np.array([1, 1, 2, 3, 30]), {"m": [1, 0, 1, 0, 1], "pop": [0, 0, 0, 1, 0]},
+                             max_events=20, n_resamples=100)
+    assert table.index.tolist() == [1, 2, 3] and table["users"].tolist() == [2, 1, 1]
+    assert table["m"].tolist() == [0.5, 1.0, 0.0] and table["pop"].tolist() == [0.0, 0.0, 1.0]
+    assert table.loc[1, "m lo"] <= 0.5 <= table.loc[1, "m hi"] and table.loc[2, "m lo"] == 1.0
+
+
+def test_events_to_beat_by_hand():
+    steps = pd.DataFrame({"m": [0, 0, 1, 1, 1], "pop": [0.5] * 5, "content": [0, 0, 0, 2, 0]}, index=range(1, 6))
+    assert slices.events_to_beat(steps, "m", "pop", smooth=1) == 3
+    assert slices.events_to_beat(steps, "pop", "m", smooth=1) is None
+    assert slices.events_to_beat(steps.assign(m=1.0), "m", "pop", smooth=1) == 1
+    assert slices.events_to_beat(steps, "m", ["pop", "content"], smooth=1) == 5  # content leads at 4
+    assert slices.events_to_beat(steps, "m", ["pop", "content"], smooth=3) is None  # smoothed, still behind at 5
 
 
 def test_coverage_with_ci():

@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from helpers.preprocess import prepare, sort_chronologically
+from helpers import split
 from helpers.split import leave_one_out, temporal_split, user_sequences
 
 SHARED = Path(os.environ.get("COURSE_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -155,3 +156,22 @@ def test_no_user_with_three_events_empty_frame_and_bad_ids_are_named():
         leave_one_out(frame([(1, 1, 0), (1, 2, 1), (1, 9, 2)]), n_items=3)
     with pytest.raises(ValueError, match=r"got 0..2"):
         leave_one_out(frame([(1, 0, 0), (1, 2, 1), (1, 1, 2)]))
+
+
+def test_hold_out_users_removes_them_everywhere_and_keeps_their_whole_logs():
+    df = pd.DataFrame({"user_id": np.repeat(np.arange(1, 11), 5),
+                       "item_id": np.tile([1, 2, 3, 4, 5], 10) + np.repeat(np.arange(10), 5) % 3,
+                       "timestamp": np.arange(50)})
+    s = split.leave_one_out(df)
+    rest, users, sequences = split.hold_out_users(s, 0.3, seed=1)
+    assert len(users) == 3 and not set(users) & set(rest.train_users.tolist())
+    assert not set(users.tolist()) & (set(rest.valid.users.tolist()) | set(rest.test.users.tolist()))
+    assert len(rest.train) == len(rest.train_users) == 7 and len(rest.test) == 7
+    for u, seq in zip(users, sequences):
+        assert seq.tolist() == df.loc[df.user_id == u, "item_id"].tolist()  # all five events, in order
+    again = split.hold_out_users(s, 0.3, seed=1)[1]
+    assert again.tolist() == users.tolist()
+    with pytest.raises(ValueError, match="share"):
+        split.hold_out_users(s, 1.0)
+    with pytest.raises(ValueError, match="new users"):
+        split.hold_out_users(s, 0.01)

@@ -113,6 +113,27 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
     assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
 
 
+def test_keep_last_trains_every_planned_epoch_and_keeps_the_last_weights(monkeypatch):
+    metrics = iter([0.9, 0.1, 0.2, 0.05, 0.3])  # epoch 1 is best on validation; patience 1 would stop at 2
+    snapshots = []
+
+    def fake_validate(model, eval_set, n_items, config):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        value = next(metrics)
+        return {"hr@10": value, "ndcg@10": value}
+
+    monkeypatch.setattr(train_module, "_validate", fake_validate)
+    model = tiny_sasrec()
+    result = train(model, successor_split(), TrainConfig(epochs=5, batch_size=16, max_len=8, patience=1,
+                                                         keep="last"), progress=False)
+    assert len(result.history) == 5 and result.stopped == "epochs"
+    assert (result.best_epoch, result.best_metric) == (5, 0.3)  # the epoch it holds, not the best one
+    assert not torch.equal(snapshots[0]["item_emb.weight"], snapshots[4]["item_emb.weight"])
+    assert all(torch.equal(v, snapshots[4][k]) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="keep"):
+        train(tiny_sasrec(), successor_split(), TrainConfig(epochs=1, keep="final"), progress=False)
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     split = successor_split()
     config = TrainConfig(epochs=3, batch_size=16, max_len=8, warmup_steps=5, checkpoint=tmp_path / "a.pt")
