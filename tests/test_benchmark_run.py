@@ -85,3 +85,16 @@ def test_the_seed_reaches_training_and_not_the_split(tmp_path, monkeypatch, caps
                             "--profile", "ci", "--seed", str(seed)])
     assert "seed 3;" in capsys.readouterr().out
     assert [seed for seed, _ in fitted] == [0, 3] and fitted[0][1] == fitted[1][1]  # same split, two seeds
+
+
+def test_seeds_report_the_spread_of_each_model_across_training_seeds(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_MODEL_CACHE", str(tmp_path / "models"))
+    log = write_log(tmp_path / "seeded.txt")
+    benchmark_run.main(["--sequence-file", str(log), "--name", "seeded", "--models", "pop", "bigram",
+                        "--profile", "ci", "--seeds", "0", "1"])
+    out = capsys.readouterr().out
+    assert out.count("| seeded ") == 4 and "across seeds [0, 1]" in out  # two rows per seed, then the spread
+    spread = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| seeded/")}
+    assert set(spread) == {"seeded/pop", "seeded/bigram"}
+    pop_range = float(spread["seeded/pop"].split("|")[7])
+    assert pop_range == 0.0  # a count model does not depend on the seed; bigram's weights do
