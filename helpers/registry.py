@@ -95,6 +95,8 @@ MODELS: dict[str, ModelSpec] = {
     "sasrec_bce": ModelSpec("SASRec, BCE with one negative (the original paper)",
                             config=sasrec.SASRecConfig, model=sasrec.SASRec, settings={"loss": "bce"},
                             causal=True),
+    "sasrec_linear": ModelSpec("SASRec with causal linear attention, elu + 1 features", config=sasrec.SASRecConfig,
+                               model=sasrec.SASRec, settings={"attention": "linear"}, causal=True),
     "bert4rec": ModelSpec("bidirectional masked model (Hugging Face BERT)", config=bert4rec.BERT4RecConfig,
                           model=bert4rec.BERT4Rec, batches=bert4rec.cloze_batches),
 }

@@ -1,6 +1,8 @@
 """SASRec: a causal Transformer over item ids (Kang and McAuley, 2018), nanoGPT-style.
 
-Read bottom-up: ``CausalSelfAttention -> MLP -> Block -> SASRecConfig -> SASRec``.
+Read bottom-up: ``CausalSelfAttention -> MLP -> Block -> SASRecConfig -> SASRec``. The block's
+attention layer is swappable: ``SASRecConfig.attention`` names an entry of :data:`ATTENTIONS`
+(``"linear"``: :mod:`helpers.linear_attention`).
 
 Letters: B batch, T time (<= max_len), H hidden, nh heads, hs = H / nh, V = n_items + 1.
 Inputs are left-padded with ``PAD``: the most recent item is the last column. Positions
@@ -12,6 +14,7 @@ looks at a PAD key.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,6 +68,20 @@ class CausalSelfAttention(nn.Module):
         return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1)
 
 
+def _linear_attention(config: SASRecConfig) -> nn.Module:
+    from helpers.linear_attention import CausalLinearAttention  # imported here: that module imports this one
+
+    return CausalLinearAttention(config)
+
+
+# SASRecConfig.attention -> the block's attention layer, built from the config; each has the
+# interface of CausalSelfAttention: forward(x (B, T, H), mask (B, 1, T, T)) and weights(x, mask)
+ATTENTIONS: dict[str, Callable[[SASRecConfig], nn.Module]] = {
+    "softmax": CausalSelfAttention,
+    "linear": _linear_attention,
+}
+
+
 class MLP(nn.Module):
     def __init__(self, config: SASRecConfig):
         super().__init__()
@@ -82,7 +99,7 @@ class Block(nn.Module):
     def __init__(self, config: SASRecConfig):
         super().__init__()
         self.ln_1 = nn.LayerNorm(config.hidden)
-        self.attn = CausalSelfAttention(config)
+        self.attn = ATTENTIONS[getattr(config, "attention", "softmax")](config)  # MBSASRecConfig has none
         self.ln_2 = nn.LayerNorm(config.hidden)
         self.mlp = MLP(config)
 
@@ -101,10 +118,13 @@ class SASRecConfig:
     dropout: float = 0.2  # on embeddings, attention weights and residual branches
     loss: str = "ce"  # "ce" full softmax, "sampled" softmax, or "bce" (one negative)
     n_negatives: int = 3000  # shared negatives per batch for loss="sampled"
+    attention: str = "softmax"  # the blocks' attention layer: a name in ATTENTIONS
 
     def __post_init__(self):
         if self.hidden % self.n_heads:
             raise ValueError(f"hidden={self.hidden} is not divisible by n_heads={self.n_heads}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {sorted(ATTENTIONS)}, got {self.attention!r}")
         check_loss(self.loss)
 
     @classmethod
