@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from helpers import (baselines, batches, bert4rec, bigram, data, evaluate, gru4rec, item2vec, losses,
+from helpers import (baselines, batches, bert4rec, bigram, bsarec, data, evaluate, gru4rec, item2vec, losses,
                      modelcache, preprocess, sasrec, split, train)
 from helpers.course import default_device, seed_everything
 from helpers.profile import Profile
@@ -97,6 +97,8 @@ MODELS: dict[str, ModelSpec] = {
                             causal=True),
     "sasrec_linear": ModelSpec("SASRec with causal linear attention, elu + 1 features", config=sasrec.SASRecConfig,
                                model=sasrec.SASRec, settings={"attention": "linear"}, causal=True),
+    "bsarec": ModelSpec("SASRec + causal low/high-frequency filter beside attention (BSARec)",
+                        config=bsarec.BSARecConfig, model=bsarec.BSARec, causal=True),
     "bert4rec": ModelSpec("bidirectional masked model (Hugging Face BERT)", config=bert4rec.BERT4RecConfig,
                           model=bert4rec.BERT4Rec, batches=bert4rec.cloze_batches),
 }
