@@ -100,6 +100,10 @@ PROFILES: dict[str, Profile] = {
         eval_batch_size=1024, hidden=64, n_layers=2, n_heads=2, dropout=0.2,
         lr=1e-3, patience=5, n_bootstrap=1000, datasets=("ml-100k", "beauty"),
         max_steps=900, valid_users=5000, n_seeds=3, extra_epochs=5, seed_dataset="ml-100k",
+        # 07's table on a laptop: the registry's models up to SASRec's variants and BERT4Rec (bsarec and
+        # sasrec_linear would add several minutes of training; benchmarks/run.py and the gpu profile run them)
+        compare_models=("pop", "markov", "itemknn", "bigram", "item2vec", "gru4rec", "sasrec", "sasrec_sampled",
+                        "sasrec_bce", "bert4rec"),
         finetune_steps=30, text_max_tokens=64, rerank_k=10, cold_epochs=4, dp_epsilons=(1.0, 4.0, 8.0),
         gan_steps=50,
     ),
