@@ -94,9 +94,9 @@ def test_training_learns_the_successor_pattern():
     assert list(result.history.columns) == ["epoch", "loss", "seconds", "valid_hr@10", "valid_ndcg@10"]
 
 
-def test_early_stopping_restores_the_best_epoch(monkeypatch):
-    metrics = iter([0.1, 0.3, 0.2, 0.25, 0.9])
-    snapshots = []
+def scripted_validation(monkeypatch, values: list[float]) -> list[dict]:
+    """Validation returns ``values`` in turn; the returned list fills with the weights validated."""
+    metrics, snapshots = iter(values), []
 
     def fake_validate(model, eval_set, n_items, config):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
@@ -104,6 +104,11 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
         return {"hr@10": value, "ndcg@10": value}
 
     monkeypatch.setattr(train_module, "_validate", fake_validate)
+    return snapshots
+
+
+def test_early_stopping_restores_the_best_epoch(monkeypatch):
+    snapshots = scripted_validation(monkeypatch, [0.1, 0.3, 0.2, 0.25, 0.9])
     model = tiny_sasrec()
     result = train(model, successor_split(), TrainConfig(epochs=5, batch_size=16, max_len=8, patience=2),
                    progress=False)
@@ -114,15 +119,8 @@ def test_early_stopping_restores_the_best_epoch(monkeypatch):
 
 
 def test_keep_last_trains_every_planned_epoch_and_keeps_the_last_weights(monkeypatch):
-    metrics = iter([0.9, 0.1, 0.2, 0.05, 0.3])  # epoch 1 is best on validation; patience 1 would stop at 2
-    snapshots = []
-
-    def fake_validate(model, eval_set, n_items, config):
-        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
-        value = next(metrics)
-        return {"hr@10": value, "ndcg@10": value}
-
-    monkeypatch.setattr(train_module, "_validate", fake_validate)
+    # epoch 1 is best on validation; patience 1 would stop at epoch 2
+    snapshots = scripted_validation(monkeypatch, [0.9, 0.1, 0.2, 0.05, 0.3])
     model = tiny_sasrec()
     result = train(model, successor_split(), TrainConfig(epochs=5, batch_size=16, max_len=8, patience=1,
                                                          keep="last"), progress=False)
