@@ -202,8 +202,17 @@ def _validate(model: nn.Module, eval_set: EvalSet, n_items: int, config: TrainCo
     favour an epoch that merely scores seen items high)."""
     from helpers.evaluate import evaluate, honest_exclude_seen
 
-    return evaluate(model, eval_set, n_items, ks=(10,), batch_size=config.eval_batch_size,
-                    max_len=config.max_len, exclude_seen=honest_exclude_seen(eval_set)).summary()
+    return evaluate(model, eval_set, n_items, ks=tuple(sorted({10, metric_k(config.metric)})),
+                    batch_size=config.eval_batch_size, max_len=config.max_len,
+                    exclude_seen=honest_exclude_seen(eval_set)).summary()
+
+
+def metric_k(metric: str) -> int:
+    """The cut-off of a validation metric such as ``"ndcg@20"``; raises for any other form."""
+    name, _, k = metric.partition("@")
+    if name not in ("hr", "ndcg", "mrr") or not k.isdigit() or int(k) < 1:
+        raise ValueError(f'TrainConfig.metric must be "hr@K", "ndcg@K" or "mrr@K" with K >= 1, got {metric!r}')
+    return int(k)
 
 
 def validation_users(eval_set: EvalSet, config: TrainConfig) -> EvalSet:
@@ -264,6 +273,7 @@ def _check_inputs(split: Split, config: TrainConfig, causal: bool) -> None:
     if len(split.valid) == 0:
         raise ValueError("split.valid is empty: nothing to validate on (with leave-one-out every "
                          "user needs 3 interactions)")
+    metric_k(config.metric)
     if config.keep not in ("best", "last"):
         raise ValueError(f'TrainConfig.keep must be "best" or "last", got {config.keep!r}')
     if not (math.isfinite(config.lr) and config.lr >= 0):

@@ -132,6 +132,16 @@ def test_keep_last_trains_every_planned_epoch_and_keeps_the_last_weights(monkeyp
         train(tiny_sasrec(), successor_split(), TrainConfig(epochs=1, keep="final"), progress=False)
 
 
+def test_validation_metric_at_any_cut_off():
+    result = train(tiny_sasrec(), successor_split(), TrainConfig(epochs=2, batch_size=16, max_len=8,
+                                                                  metric="ndcg@20"), progress=False)
+    assert result.metric == "ndcg@20" and result.history["valid_ndcg@20"].notna().all()
+    assert result.best_metric == result.history["valid_ndcg@20"].max()
+    for bad in ("ndcg", "auc@10", "ndcg@0"):
+        with pytest.raises(ValueError, match="metric"):
+            train(tiny_sasrec(), successor_split(), TrainConfig(epochs=1, metric=bad), progress=False)
+
+
 def test_resume_continues_from_the_checkpoint(tmp_path):
     split = successor_split()
     config = TrainConfig(epochs=3, batch_size=16, max_len=8, warmup_steps=5, checkpoint=tmp_path / "a.pt")
