@@ -198,13 +198,19 @@ def fit(name: str, s: split.Split, profile: Profile, *, seed: int = 0, cache: bo
         return _fit_neural(name, spec, s, profile, seed, cache, retrain, progress, overrides)
 
 
+def model_code(model: nn.Module) -> set:
+    """The course modules that define ``model``'s layers (its own file, and e.g. the attention or
+    block classes it borrows from another): editing any of them retrains a cached entry."""
+    modules = {inspect.getmodule(cls) for m in model.modules() for cls in type(m).__mro__}
+    return {m for m in modules if m is not None and m.__name__.startswith("helpers.")}
+
+
 def _fit_neural(name: str, spec: ModelSpec, s: split.Split, profile: Profile, seed: int, cache: bool,
                 retrain: bool, progress: bool, overrides: dict) -> nn.Module:
     """:func:`fit` for a neural model: build, then read from the cache or train (and store)."""
     config, train_config = configs(name, s.n_items, profile, seed=seed, **overrides)
     model = build(name, s, profile, seed=seed, **overrides)
-    key = modelcache.cache_key(name, config, train_config, s,
-                               (inspect.getmodule(spec.model), *TRAINING_CODE))
+    key = modelcache.cache_key(name, config, train_config, s, (*model_code(model), *TRAINING_CODE))
     result, source = None, "trained"
     if cache and not (retrain or modelcache.retrain_requested()):
         result = modelcache.load(model, key)

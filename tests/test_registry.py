@@ -222,3 +222,11 @@ def test_fit_leaves_the_global_random_state_as_it_found_it(tiny_split):
     untouched = (torch.rand(3), np.random.rand(3))
     assert torch.equal(trained[0], cached[0]) and torch.equal(cached[0], untouched[0])
     assert np.array_equal(trained[1], cached[1]) and np.array_equal(cached[1], untouched[1])
+
+
+def test_the_cache_key_reads_every_course_module_a_model_is_built_from(tiny_split):
+    """Editing the attention or block a model borrows retrains it, as editing its own file does."""
+    code = {name: {m.__name__ for m in registry.model_code(registry.build(name, tiny_split, TINY))}
+            for name in ("sasrec", "sasrec_linear", "bsarec", "gru4rec")}
+    assert code == {"sasrec": {"helpers.sasrec"}, "sasrec_linear": {"helpers.sasrec", "helpers.linear_attention"},
+                    "bsarec": {"helpers.sasrec", "helpers.bsarec"}, "gru4rec": {"helpers.gru4rec"}}
