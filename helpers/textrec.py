@@ -208,11 +208,12 @@ def split_time(df: pd.DataFrame, cold_items: np.ndarray) -> int:
     return int(times.min())
 
 
-def tags_before(items: pd.DataFrame, tag_events: pd.DataFrame, cutoff: int) -> pd.DataFrame:
-    """``items`` (``data.load_items``) whose ``tags`` hold only the tags written before ``cutoff``
-    (distinct, in file order), for ``text.item_texts``. Title, year and genres are metadata a new
-    item has on the day it is added, and stay."""
-    kept = tag_events[tag_events["timestamp"] < cutoff]
+def tags_before(items: pd.DataFrame, tag_events: pd.DataFrame, cutoff: int | None) -> pd.DataFrame:
+    """``items`` (``data.load_items``) whose ``tags`` hold only the tags of ``tag_events`` written
+    before ``cutoff`` (None: all of them; pass the events without held-out users' to keep their
+    tags out), distinct, in file order, for ``text.item_texts``. Title, year and genres are
+    metadata a new item has on the day it is added, and stay."""
+    kept = tag_events if cutoff is None else tag_events[tag_events["timestamp"] < cutoff]
     per_item = kept.groupby("item_id", sort=False)["tag"].agg(lambda s: list(dict.fromkeys(s)))
     out = items.copy()
     out["tags"] = [per_item.get(i, []) for i in out["item_id"]]

@@ -200,3 +200,5 @@ def test_split_time_and_tags_before_keep_only_the_past():
     assert out["tags"].tolist() == [["old", "classic"], [], []]  # distinct, in file order; 40 is not before 40
     assert out[["item_id", "title", "year", "genres"]].equals(items[["item_id", "title", "year", "genres"]])
     assert items["tags"].tolist() == [["old"], ["x"], ["spoiler"]]  # the input is not changed
+    # no cutoff: every event's tag, so texts can be rebuilt from events without a held-out user's
+    assert textrec.tags_before(items, tags[tags.user_id != 2], None)["tags"].tolist() == [["old"], ["x"], []]
